@@ -1,0 +1,1 @@
+"""rainmamba_core."""
