@@ -1,0 +1,74 @@
+"""RainMamba configuration: one dataclass, one comment per field, presets as classmethods."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid."""
+
+
+@dataclass
+class RainMambaConfig:
+    num_features: int = 128            # channels of the Mamba stages at 1/4 resolution (x2 at 1/8)
+    encoder_depths: tuple[int, ...] = (3, 3, 9, 3)         # ConvNeXt blocks per stage
+    encoder_channels: tuple[int, ...] = (96, 192, 384, 768)  # ConvNeXt channels per stage
+    blocks_high1: int = 2              # global+local layer pairs at 1/4 resolution, before downsampling
+    blocks_low: int = 3                # pairs at 1/8 resolution
+    blocks_high2: int = 2              # pairs at 1/4 resolution, after upsampling
+    d_state: int = 16                  # SSM state size N
+    d_conv: int = 4                    # width of the mixer's depthwise causal conv1d
+    expand: int = 2                    # d_inner = expand * channels
+    mlp_ratio: float = 4.0             # MLP hidden = mlp_ratio * channels
+    decoder_channels: int = 128        # channels before the first PixelShuffle (official: 128)
+    causal: bool = False               # causal in time: frame-by-frame streaming with carried state
+    residual_output: bool = False      # add the input frame to the output (official: False)
+    pad_multiple: int = 8              # H and W are padded (mirror) up to a multiple of this
+    window: int = 5                    # frames per clip the model was trained on (windowed mode)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (not used by the network)
+
+    def __post_init__(self) -> None:
+        self.encoder_depths = tuple(int(v) for v in self.encoder_depths)
+        self.encoder_channels = tuple(int(v) for v in self.encoder_channels)
+        if len(self.encoder_depths) != 4 or len(self.encoder_channels) != 4:
+            raise ConfigError('encoder_depths and encoder_channels need 4 stages each, got '
+                              f'{self.encoder_depths} and {self.encoder_channels}')
+        if self.decoder_channels % 8:
+            raise ConfigError(f'decoder_channels must be a multiple of 8 (two PixelShuffle(2)), got '
+                              f'{self.decoder_channels}')
+        if self.pad_multiple % 8:
+            raise ConfigError(f'pad_multiple must be a multiple of 8 (stride 4 encoder + stride 2 '
+                              f'down/up path), got {self.pad_multiple}')
+        for name in ('num_features', 'd_state', 'd_conv', 'expand', 'window'):
+            if getattr(self, name) < 1:
+                raise ConfigError(f'{name} must be >= 1, got {getattr(self, name)}')
+
+    @classmethod
+    def official(cls, **overrides: Any) -> 'RainMambaConfig':
+        """The published architecture (state_dict-compatible with the authors' checkpoints)."""
+        return cls(**overrides)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> 'RainMambaConfig':
+        """A small causal model for CPU streaming, tests and the bundled default."""
+        base = dict(num_features=32, encoder_depths=(1, 1, 1, 1), encoder_channels=(24, 48, 96, 192),
+                    blocks_high1=1, blocks_low=1, blocks_high2=1, d_state=8, mlp_ratio=2.0,
+                    decoder_channels=32, causal=True, residual_output=True)
+        base.update(overrides)
+        return cls(**base)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d['encoder_depths'] = list(self.encoder_depths)
+        d['encoder_channels'] = list(self.encoder_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> 'RainMambaConfig':
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f'unknown RainMambaConfig keys {unknown}; valid keys: {sorted(known)}')
+        return cls(**data)
