@@ -64,19 +64,28 @@ def _hilbert2d_order(height: int, width: int) -> torch.Tensor:
     return gilbert2d(height, width).long()
 
 
-def _mirror_pad(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
-    """Pad the last two dims of x up to a multiple by mirroring the last rows/columns (the
+MIN_SIZE = 32  # the encoder's last stage has stride 32
+
+
+def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """Size the network runs at: up to a multiple of `multiple`, and at least MIN_SIZE."""
+    return (max(MIN_SIZE, math.ceil(height / multiple) * multiple),
+            max(MIN_SIZE, math.ceil(width / multiple) * multiple))
+
+
+def _mirror_pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the last two dims of x to `padded_size` by mirroring the last rows/columns (the
     authors' full-frame test padding); replicate where the image is smaller than the pad."""
     height, width = x.shape[-2:]
-    ph, pw = (-height) % multiple, (-width) % multiple
+    th, tw = padded_size(height, width, multiple)
+    ph, pw = th - height, tw - width
     if ph:
         x = torch.cat([x, x[..., -ph:, :].flip(-2)], -2) if ph <= height else F.pad(
-            x.flatten(0, -3), (0, 0, 0, ph), mode='replicate').view(*x.shape[:-2], height + ph, width)
+            x.flatten(0, -3), (0, 0, 0, ph), mode='replicate').view(*x.shape[:-2], th, width)
     if pw:
-        w = x.shape[-1]
-        x = torch.cat([x, x[..., -pw:].flip(-1)], -1) if pw <= w else F.pad(
-            x.flatten(0, -3), (0, pw), mode='replicate').view(*x.shape[:-1], w + pw)
-    return x, ph, pw
+        x = torch.cat([x, x[..., -pw:].flip(-1)], -1) if pw <= width else F.pad(
+            x.flatten(0, -3), (0, pw), mode='replicate').view(*x.shape[:-1], tw)
+    return x
 
 
 class RainMamba(nn.Module):
@@ -172,7 +181,7 @@ class RainMamba(nn.Module):
         if clip.dim() != 5 or clip.shape[2] != 3:
             raise ValueError(f'RainMamba expects a clip (B, T, 3, H, W), got shape {tuple(clip.shape)}')
         height, width = clip.shape[-2:]
-        x, _, _ = _mirror_pad(clip, self.config.pad_multiple)
+        x = _mirror_pad(clip, self.config.pad_multiple)
         frames = x.shape[1]
         f = self._encode(x)  # (B, T, C, h, w)
         h, w = f.shape[-2:]
@@ -236,8 +245,7 @@ class RainMamba(nn.Module):
         if not self.config.causal:
             raise ValueError('init_state/step need a causal model (RainMambaConfig(causal=True)); official '
                              'checkpoints run in windowed mode')
-        m = self.config.pad_multiple
-        h, w = math.ceil(height / m) * m // 4, math.ceil(width / m) * m // 4
+        h, w = (v // 4 for v in padded_size(height, width, self.config.pad_multiple))
         device = device if device is not None else next(self.parameters()).device
         state: State = {}
         for names, (hh, ww) in ((self.stage_high1 + self.stage_high2, (h, w)), (self.stage_low, (h // 2, w // 2))):
