@@ -19,6 +19,7 @@ setup(
     python_requires='>=3.10',
     install_requires=[
         'numpy',
+        'numba',  # fused CPU selective scan (rainmamba_core/ops/selective_scan.py)
         'torch>=2.1',
         'einops',
         'opencv-python-headless',
