@@ -1,0 +1,56 @@
+"""Launch the RainMamba derain node for one camera.
+
+    ros2 launch rainmamba_ros derain.launch.py image:=/front/image_raw \\
+        camera_info:=/front/camera_info namespace:=front
+
+Arguments: namespace, params_file (default share/rainmamba_ros/config/derain.yaml), image,
+camera_info, use_sim_time, model_path, device. model_path and device override the params file
+when given; left empty, the file's values stay.
+"""
+from __future__ import annotations
+
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+ARGUMENTS = (
+    ('namespace', '', 'Namespace of the node and of its relative topics.'),
+    ('params_file', None, 'Node parameters (YAML in /**: ros__parameters: form).'),
+    ('image', 'image', "Input image topic (remaps the node's `image`)."),
+    ('camera_info', 'camera_info', "Input camera_info topic (remaps the node's `camera_info`)."),
+    ('use_sim_time', 'false', 'Use /clock; set true with `ros2 bag play --clock`.'),
+    ('model_path', '', "Model file (.pt/.onnx); '' keeps the params file's value."),
+    ('device', '', "auto | cpu | cuda | cuda:N; '' keeps the params file's value."),
+)
+
+
+def _node(context: LaunchContext) -> list[Node]:
+    """Build the Node once the arguments are known, so empty overrides can be left out."""
+    overrides: dict[str, object] = {
+        'use_sim_time': LaunchConfiguration('use_sim_time').perform(context).lower() == 'true'}
+    for name in ('model_path', 'device'):
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            overrides[name] = value
+    return [Node(
+        package='rainmamba_ros',
+        executable='derain_node',
+        name='derain_node',
+        namespace=LaunchConfiguration('namespace'),
+        output='screen',
+        emulate_tty=True,
+        parameters=[LaunchConfiguration('params_file'), overrides],
+        remappings=[('image', LaunchConfiguration('image')),
+                    ('camera_info', LaunchConfiguration('camera_info'))],
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_params = PathJoinSubstitution([FindPackageShare('rainmamba_ros'), 'config',
+                                           'derain.yaml'])
+    args = [DeclareLaunchArgument(name, default_value=default_params if default is None
+                                  else default, description=description)
+            for name, default, description in ARGUMENTS]
+    return LaunchDescription(args + [OpaqueFunction(function=_node)])

@@ -1,0 +1,180 @@
+"""The derain node's parameters: one table, validated without rclpy.
+
+Each parameter says how it may change while the node runs:
+- 'live': applied immediately (enabled, thresholds, diagnostics period, ...);
+- 'reload': accepted at run time by building a new Derainer with the new settings *before*
+  swapping it in; if the build fails the change is refused with the Derainer's reason and the old
+  model keeps running. Stream states restart after a reload (counted as resets.reload);
+- 'restart': read-only after start (topics and QoS are wired once); set them in the YAML file or
+  on the command line.
+
+`config/derain.yaml`, docs/ros.md and the node's ParameterDescriptors are all checked against
+`PARAMS` by the tests.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+class ParameterError(ValueError):
+    """A parameter value (or combination) the node refuses; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter.
+
+    Attributes:
+        name: parameter name.
+        default: default value (its Python type is the parameter type).
+        description: one line for the ParameterDescriptor and the docs.
+        change: 'live' | 'reload' | 'restart'.
+        choices: allowed strings, if an enumeration.
+        int_range: inclusive (min, max) for integers.
+        float_range: inclusive (min, max) for floats.
+    """
+
+    name: str
+    default: Any
+    description: str
+    change: str
+    choices: tuple[str, ...] | None = None
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    # --- topics and QoS (wired once)
+    ParamSpec('cameras', [''], 'Camera namespaces; each gets <cam>/image and <cam>/camera_info '
+              "in, <cam>/derained/image and <cam>/derained/camera_info out. '' = the node "
+              'namespace.', 'restart'),
+    ParamSpec('input_transport', 'raw', "'raw' subscribes sensor_msgs/Image on <cam>/image; "
+              "'compressed' subscribes sensor_msgs/CompressedImage on <cam>/image/compressed.",
+              'restart', choices=('raw', 'compressed')),
+    ParamSpec('input_reliability', 'best_effort', 'Input QoS reliability. best_effort matches '
+              'every publisher (sensor-data QoS); reliable does not match best_effort drivers.',
+              'restart', choices=('best_effort', 'reliable')),
+    ParamSpec('input_depth', 5, 'Input QoS history depth (the node keeps only the newest frame '
+              'per camera anyway).', 'restart', int_range=(1, 100)),
+    ParamSpec('output_reliability', 'reliable', 'Output QoS reliability (reliable matches rviz '
+              'and most subscribers); qos_overrides.<topic>.publisher.* can override it.',
+              'restart', choices=('best_effort', 'reliable')),
+    ParamSpec('output_depth', 5, 'Output QoS history depth.', 'restart', int_range=(1, 100)),
+    # --- the model (a change builds a new Derainer and swaps it in)
+    ParamSpec('model_path', '', "Model file (.pt checkpoint or .onnx); '' = the bundled default "
+              'model.', 'reload'),
+    ParamSpec('mode', 'streaming', "'streaming' = causal, one step per frame (constant cost); "
+              "'windowed' = the paper's sliding window over the last `window` frames.", 'reload',
+              choices=('streaming', 'windowed')),
+    ParamSpec('window', 5, 'Frames per window in windowed mode.', 'reload', int_range=(1, 64)),
+    ParamSpec('backend', 'torch', 'Inference backend.', 'reload',
+              choices=('torch', 'onnxruntime')),
+    ParamSpec('device', 'auto', "'auto' (cuda when available, else cpu), 'cpu', 'cuda' or "
+              "'cuda:N'.", 'reload'),
+    ParamSpec('precision', 'fp32', 'fp32, or fp16/bf16 (cuda only).', 'reload',
+              choices=('fp32', 'fp16', 'bf16')),
+    ParamSpec('max_size', 0, 'If > 0, frames whose long side exceeds it are derained downscaled '
+              'and resized back.', 'reload', int_range=(0, 16384)),
+    ParamSpec('gap_reset_s', 1.0, "Reset a camera's stream state when consecutive header stamps "
+              'are further apart than this (s).', 'reload', float_range=(0.001, 3600.0)),
+    # --- behaviour at run time
+    ParamSpec('time_jump_reset_s', 1.0, "Reset every stream when the node's clock (ROS time, "
+              '/clock with use_sim_time) jumps backwards, or forwards by more than this (s); '
+              '0 disables.', 'live', float_range=(0.0, 3600.0)),
+    ParamSpec('enabled', True, 'Derain (true) or pass frames through unchanged (false); also '
+              'the ~/enable service.', 'live'),
+    ParamSpec('passthrough_on_error', True, 'On an inference failure (the stream is reset): '
+              'publish the input frame unchanged (true) or skip it (false).', 'live'),
+    ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics report (s).', 'live',
+              float_range=(0.1, 60.0)),
+    ParamSpec('latency_warn_ms', 250.0, 'WARN when latency p99 (header stamp to publish) '
+              'exceeds this (ms).', 'live', float_range=(1.0, 600000.0)),
+    ParamSpec('rate_warn_ratio', 0.9, 'WARN when the output rate falls below this fraction of '
+              'the input rate.', 'live', float_range=(0.0, 1.0)),
+    ParamSpec('error_throttle_s', 5.0, 'Minimum seconds between two logged rejections or '
+              'failures (each is still counted).', 'live', float_range=(0.1, 3600.0)),
+)
+
+SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMS}
+# Parameters handed to the Derainer constructor, by the same names.
+DERAINER_KEYS: tuple[str, ...] = ('model_path', 'mode', 'window', 'backend', 'device',
+                                  'precision', 'max_size', 'gap_reset_s')
+
+_DEVICE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
+_NAMESPACE = re.compile(r'^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
+
+
+def _type_name(value: Any) -> str:
+    return 'string array' if isinstance(value, list) else type(value).__name__
+
+
+def validate_one(name: str, value: Any) -> None:
+    """Check a single parameter on its own (type, choices, range, format).
+
+    Raises:
+        ParameterError: naming the parameter, the value and what is allowed.
+    """
+    spec = SPECS.get(name)
+    if spec is None:
+        return  # not ours (use_sim_time, qos_overrides.*): rclpy validates those
+    want = type(spec.default)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise ParameterError(f'{name}={value!r} has type {_type_name(value)}, expected '
+                             f'{_type_name(spec.default)}')
+    if spec.choices and value not in spec.choices:
+        raise ParameterError(f"{name}='{value}' is not one of {', '.join(spec.choices)}")
+    for rng in (spec.int_range, spec.float_range):
+        if rng and not rng[0] <= value <= rng[1]:
+            raise ParameterError(f'{name}={value} is outside [{rng[0]}, {rng[1]}]')
+    if name == 'device' and not _DEVICE.match(value):
+        raise ParameterError(f"device='{value}' is not auto, cpu, cuda or cuda:N")
+    if name == 'cameras':
+        if not value:
+            raise ParameterError("cameras is empty: give at least one namespace ('' = the "
+                                 'node namespace)')
+        if len(set(value)) != len(value):
+            raise ParameterError(f'cameras {value} lists a namespace twice')
+        for cam in value:
+            if cam and not _NAMESPACE.match(cam):
+                raise ParameterError(f"cameras entry '{cam}' is not a valid ROS namespace "
+                                     '(letters, digits, _ and /, not starting with a digit, no '
+                                     'trailing /)')
+    if name == 'model_path' and value and not value.endswith(('.pt', '.pth', '.onnx')):
+        raise ParameterError(f"model_path='{value}' should be a .pt/.pth checkpoint or an .onnx "
+                             "file ('' = the bundled default model)")
+
+
+def validate_all(values: dict[str, Any]) -> None:
+    """Check every parameter and the combinations between them.
+
+    Args:
+        values: {name: value} for (at least) every name in PARAMS.
+
+    Raises:
+        ParameterError: the first problem found.
+    """
+    for name, value in values.items():
+        validate_one(name, value)
+    device, precision = values['device'], values['precision']
+    if precision != 'fp32' and device == 'cpu':
+        raise ParameterError(f"precision='{precision}' needs a CUDA device, but device='cpu': "
+                             "use precision='fp32' on the CPU")
+    if values['backend'] == 'onnxruntime' and values['model_path'] \
+            and not values['model_path'].endswith('.onnx'):
+        raise ParameterError(f"backend='onnxruntime' needs an .onnx model_path, got "
+                             f"'{values['model_path']}'")
+    if values['mode'] == 'windowed' and values['window'] < 2:
+        raise ParameterError(f"mode='windowed' needs window >= 2, got {values['window']}")
+
+
+def derainer_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """Derainer constructor arguments from the node's parameter values."""
+    kw = {k: values[k] for k in DERAINER_KEYS}
+    kw['model_path'] = kw['model_path'] or None
+    kw['gap_reset_s'] = float(kw['gap_reset_s'])
+    return kw
