@@ -167,6 +167,7 @@ class RainMamba(nn.Module):
 
     def _orders(self, h: int, w: int, frames: int, curves=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Scan orders for the local layers at 1/4 and 1/8 resolution."""
+        h, w, frames = int(h), int(w), int(frames)  # traced (ONNX) sizes arrive as tensors
         if self.config.causal:
             return _hilbert2d_order(h, w), _hilbert2d_order(h // 2, w // 2)
         if curves is not None:
