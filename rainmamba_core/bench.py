@@ -98,7 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--sizes', default='256x256,640x480', help='WxH list for streaming vs windowed')
     parser.add_argument('--memory-frames', default='100,2000', help='stream lengths at which RSS is read')
     parser.add_argument('--memory-size', default='160x120', help='WxH of the long memory stream')
-    parser.add_argument('--skip', default='', help='comma list of sections to skip: stream,memory,scan')
+    parser.add_argument('--skip', default='', help='comma list of sections to skip: stream,memory,scan,replay,node')
+    parser.add_argument('--replay-frames', type=int, default=30, help='frames of the 640x480 replay benchmark bag')
     parser.add_argument('--threads', type=int, default=0, help='torch threads (0: leave default)')
 
 
@@ -130,6 +131,20 @@ def run(args: argparse.Namespace) -> int:
             print(_table('selective scan backends (CPU)', result['scan']))
         except ImportError as exc:
             print(f'scan benchmark unavailable: {exc}')
+    if 'replay' not in skip:
+        try:
+            from rainmamba_ros.replay import bench_replay
+            result['replay'] = bench_replay(frames=args.replay_frames, progress=False, json_path=None,
+                                            derainer_kwargs={'model_path': args.model, 'device': 'cpu'})
+        except ImportError as exc:
+            print(f'replay benchmark unavailable: {exc}')
+    if 'node' not in skip:
+        try:
+            from rainmamba_ros import bench_node
+            node_args = argparse.Namespace(width=640, height=480, repeats=100, json=None)
+            bench_node.run(node_args)
+        except ImportError as exc:
+            print(f'node overhead benchmark unavailable (needs rclpy): {exc}')
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

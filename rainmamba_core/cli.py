@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     verb_parser = argparse.ArgumentParser(prog=f'rainmamba {verb}', description=help_text)
     module.add_arguments(verb_parser)
-    args = verb_parser.parse_args(rest)
+    args = verb_parser.parse_intermixed_args(rest)
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
