@@ -126,9 +126,9 @@ def run(args: argparse.Namespace) -> int:
         print(_table('memory over a long stream (RSS, CPU)', result['memory']))
     if 'scan' not in skip:
         try:
-            from rainmamba_core.ops.bench_scan import benchmark_scan_backends, default_shapes
-            result['scan'] = benchmark_scan_backends(default_shapes(), repeats=3)
-            print(_table('selective scan backends (CPU)', result['scan']))
+            from rainmamba_core.ops.bench_scan import benchmark_scan_backends, format_table
+            result['scan'] = benchmark_scan_backends(repeats=3)
+            print('selective scan backends (CPU)\n' + format_table(result['scan']))
         except ImportError as exc:
             print(f'scan benchmark unavailable: {exc}')
     if 'replay' not in skip:
