@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from rainmamba_core.models.rainmamba import RainMamba
-from rainmamba_core.streaming.state import cat_states, split_state, state_is_finite, state_to
+from rainmamba_core.streaming.state import cat_states, split_state, state_is_finite
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,3 @@ class TorchBackend:
     def run_clip(self, clips: np.ndarray) -> np.ndarray:
         x = to_tensor(clips, self.torch_device, self.dtype)  # (B, T, 3, H, W)
         return to_uint8(self.model(x)[:, -1])
-
-    def move_states(self, states: list, device: str) -> list:
-        return [state_to(s, device) for s in states]
