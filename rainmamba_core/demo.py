@@ -44,17 +44,6 @@ def _side_by_side(*frames: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
     return np.concatenate(tiles, axis=1)
 
 
-def _write_mp4(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> bool:
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
-    if not writer.isOpened():
-        return False
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return True
-
-
 def make_clip(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
     """Returns (rainy (T,H,W,3), clean or None)."""
     from rainmamba_core.data.clips import load_clip
@@ -69,8 +58,9 @@ def make_clip(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rainmamba_core.data.clips import write_mp4
     from rainmamba_core.eval.baselines import temporal_median
-    from rainmamba_core.eval.metrics import psnr, ssim
+    from rainmamba_core.eval.metrics import clip_metrics
     from rainmamba_core.streaming.derainer import Derainer
 
     out_dir: Path = args.out
@@ -95,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         panels.append(_side_by_side(r, d, *extra, labels=labels))
     mid = len(panels) // 2
     cv2.imwrite(str(out_dir / 'side_by_side.png'), cv2.cvtColor(panels[mid], cv2.COLOR_RGB2BGR))
-    mp4 = _write_mp4(out_dir / 'side_by_side.mp4', panels)
+    mp4 = write_mp4(out_dir / 'side_by_side.mp4', panels)
 
     report = {'frames': len(rainy), 'size': f'{rainy.shape[2]}x{rainy.shape[1]}', 'device': derainer.device,
               'latency_ms_p50': float(np.percentile(latency[1:] or latency, 50)),
@@ -104,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if clean is not None:
         median = temporal_median(rainy, 5)
         for name, clip in (('rainy', rainy), ('median5', median), ('derained', derained_arr)):
-            report[f'psnr_{name}'] = float(np.mean([psnr(a, b) for a, b in zip(clip, clean)]))
-            report[f'ssim_{name}'] = float(np.mean([ssim(a, b) for a, b in zip(clip, clean)]))
+            scores = clip_metrics(clip, clean)
+            report[f'psnr_{name}'], report[f'ssim_{name}'] = scores['psnr'], scores['ssim']
     report['seconds'] = time.perf_counter() - t0
     (out_dir / 'metrics.json').write_text(json.dumps(report, indent=2))
     lines = ['| | PSNR (dB) | SSIM |', '|---|---|---|']

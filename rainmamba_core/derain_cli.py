@@ -9,7 +9,6 @@ import argparse
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 
@@ -27,17 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _write(output: Path, frames: list[np.ndarray], fps: float) -> None:
+    from rainmamba_core.data.clips import write_image, write_mp4
     if output.suffix.lower() in ('.mp4', '.avi', '.mkv'):
-        output.parent.mkdir(parents=True, exist_ok=True)
-        h, w = frames[0].shape[:2]
-        writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
-        for f in frames:
-            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        writer.release()
+        if not write_mp4(output, frames, fps):
+            raise RuntimeError(f'OpenCV could not open a video writer for {output}')
         return
-    output.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(frames):
-        cv2.imwrite(str(output / f'{i:05d}.png'), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        write_image(output / f'{i:05d}.png', f)
 
 
 def run(args: argparse.Namespace) -> int:

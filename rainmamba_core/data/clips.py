@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,19 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)):
         raise ClipError(f'{path}: OpenCV could not write the image (check the suffix and folder)')
+
+
+def write_mp4(path: str | Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> bool:
+    """Write (H, W, 3) uint8 RGB frames as an mp4v video; False when OpenCV cannot open the writer."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
+    if not writer.isOpened():
+        return False
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return True
 
 
 def resize_to(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
