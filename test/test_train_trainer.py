@@ -49,6 +49,24 @@ def csv_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def test_logged_losses_are_means_over_the_log_interval(tmp_path: Path) -> None:
+    every = Trainer(make_cfg(iterations=4), run_dir=tmp_path / 'a', train_set=ToyRain(), progress=False)
+    every.train()
+    pairs = Trainer(make_cfg(iterations=4, log_interval=2), run_dir=tmp_path / 'b', train_set=ToyRain(),
+                    progress=False)
+    pairs.train()
+    a = csv_rows(tmp_path / 'a' / 'train_log.csv')
+    b = csv_rows(tmp_path / 'b' / 'train_log.csv')
+    assert [r['step'] for r in b] == ['2', '4']
+    for row, (x, y) in zip(b, [(a[0], a[1]), (a[2], a[3])]):
+        # same seeds, same ops: the two runs take identical steps, so the mean is exact up to
+        # the float formatting of the CSV (repr of a double: ~1e-16 relative)
+        want = (float(x['loss']) + float(y['loss'])) / 2
+        assert float(row['loss']) == pytest.approx(want, rel=1e-12)
+        assert float(row['lr']) == float(y['lr'])  # the rate is the last step's, not a mean
+    assert float(a[0]['loss']) != float(a[1]['loss'])  # the mean is not trivially one value
+
+
 def test_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     straight = Trainer(make_cfg(), run_dir=tmp_path / 'a', train_set=ToyRain(), progress=False)
     straight.train()

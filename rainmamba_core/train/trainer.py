@@ -541,6 +541,7 @@ class Trainer:
             bar = tqdm(total=o.iterations, initial=self.step, desc='train', dynamic_ncols=True)
         t_start = time.perf_counter()
         t_window, steps_window = t_start, 0
+        sums: dict[str, float] = {}
         last: dict[str, float] = {}
         val: dict[str, float] = {}
         stop = _StopFlag.install(enabled=not self.dist.distributed)
@@ -551,6 +552,8 @@ class Trainer:
                 self.step += 1
                 steps_window += 1
                 last = result
+                for k, v in result.items():  # loss terms are logged as means over the interval
+                    sums[k] = sums.get(k, 0.0) + v
                 if bar is not None:
                     bar.update(1)
                     if self.step % max(1, min(o.log_interval, 10)) == 0:
@@ -558,8 +561,9 @@ class Trainer:
                 if self.step % o.log_interval == 0 or self.step == end:
                     now = time.perf_counter()
                     rate = steps_window / max(now - t_window, 1e-9)
-                    self._log_train(result, rate, now - t_start)
-                    t_window, steps_window = now, 0
+                    means = {k: (result[k] if k == 'lr' else v / steps_window) for k, v in sums.items()}
+                    self._log_train(means, rate, now - t_start)
+                    t_window, steps_window, sums = now, 0, {}
                 if self.step % o.eval_interval == 0 or self.step == o.iterations:
                     val = self.run_hooks() or val
                 if self.step % o.ckpt_interval == 0 or self.step == end:
