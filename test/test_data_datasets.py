@@ -90,3 +90,27 @@ def test_heldout_split_is_disjoint_stable_and_by_name(tmp_path: Path) -> None:
     _, held_seq = heldout_split(files, 0.3, by='sequence')
     groups = {p.stem.split('_')[0] for p in held_seq}
     assert all(p in held_seq for p in files if p.stem.split('_')[0] in groups)
+
+
+def test_builtin_scenes_join_training_but_never_the_heldout_split(tmp_path: Path) -> None:
+    make_stills(tmp_path, n=6)
+    train = SyntheticRainDataset([str(tmp_path)], frames=2, crop=24, train=False, split='train',
+                                 builtin_scenes=3)
+    plain = SyntheticRainDataset([str(tmp_path)], frames=2, crop=24, train=False, split='train')
+    held = SyntheticRainDataset([str(tmp_path)], frames=2, crop=24, train=False, split='heldout',
+                                builtin_scenes=3)
+    assert train.num_scenes == plain.num_scenes + 3 and len(train) == train.num_scenes
+    names = {train.scene_name(i) for i in range(train.num_scenes)}
+    assert {'builtin500000', 'builtin500001', 'builtin500002'} <= names
+    # the held-out side is the same real scenes with or without built-in ones
+    assert held.num_scenes == len(held.files) and all('builtin' not in f.stem for f in held.files)
+    item = train[train.num_scenes - 1]  # one built-in scene, rendered like the others
+    assert item['key'].startswith('builtin500002/') and item['lq'].shape == (2, 3, 24, 24)
+    assert not torch.equal(item['lq'], item['gt'])
+    # procedural scenes alone are a valid training set; alone they cannot be held out
+    only = SyntheticRainDataset([], frames=2, crop=24, train=False, builtin_scenes=2)
+    assert only.num_scenes == 2
+    with pytest.raises(DatasetError, match='held-out split never holds built-in'):
+        SyntheticRainDataset([], frames=2, crop=24, train=False, split='heldout', builtin_scenes=2)
+    with pytest.raises(DatasetError, match='builtin_scenes=-1'):
+        SyntheticRainDataset([str(tmp_path)], builtin_scenes=-1)

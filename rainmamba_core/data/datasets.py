@@ -28,13 +28,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .clips import CameraMotion, list_images, natural_key, read_image, resize_to, still_to_clip
+from .clips import CameraMotion, builtin_scene, list_images, natural_key, read_image, resize_to, still_to_clip
 from .synthetic_rain import RainGenerator, RainParams
 
 log = logging.getLogger(__name__)
 
 _HELDOUT_TAG = 0x4E1D07  # entropy tags of the two synthetic splits
 _TRAIN_TAG = 0x7A1E5
+# seeds of the procedural training scenes: far from the demo's (7) and `rainmamba eval --data
+# synthetic`'s built-in clips (1,000,003 * (seed + 1) + i)
+BUILTIN_SEED0 = 500_000
 
 
 class DatasetError(ValueError):
@@ -255,6 +258,10 @@ class SyntheticRainDataset(Dataset):
             2048x1024 frames come down to CamVid's scale).
         fov: the camera's field of view as a fraction of the still (lo, hi).
         motion: camera motion amounts.
+        builtin_scenes: this many procedural street scenes (:func:`builtin_scene`, seeds
+            ``BUILTIN_SEED0 + k``) join the clean stills; they belong to the training side of the
+            split (the 'heldout' split never contains them), so held-out numbers stay on real
+            footage. They cover the flat, saturated look of the built-in demo clip.
     """
 
     def __init__(self, clean_roots: Sequence[str | Path], frames: int = 5, crop: int | None = 256,
@@ -262,16 +269,19 @@ class SyntheticRainDataset(Dataset):
                  split: str = 'all', heldout_fraction: float = 0.2, heldout_by: str = 'file',
                  length: int | None = None, seed: int = 0, size: tuple[int, int] | None = None,
                  short_side: int | None = 480, fov: tuple[float, float] = (0.35, 0.9),
-                 motion: CameraMotion | dict | None = None, cache: bool = True) -> None:
+                 motion: CameraMotion | dict | None = None, cache: bool = True,
+                 builtin_scenes: int = 0) -> None:
         files: list[Path] = []
         for root in [clean_roots] if isinstance(clean_roots, (str, Path)) else clean_roots:
             p = Path(root)
             files += [p] if p.is_file() else list_images(p)
-        if not files:
+        if not files and not builtin_scenes:
             raise DatasetError(f'no clean images under {list(clean_roots)}; give folders of stills')
+        if builtin_scenes < 0:
+            raise DatasetError(f'builtin_scenes={builtin_scenes}: expected a count >= 0')
         if split not in ('all', 'train', 'heldout'):
             raise DatasetError(f"split={split!r}: expected 'all', 'train' or 'heldout'")
-        if split != 'all':
+        if split != 'all' and files:
             tr, ho = heldout_split(files, heldout_fraction, heldout_by)
             files = tr if split == 'train' else ho
             if not files:
@@ -279,22 +289,35 @@ class SyntheticRainDataset(Dataset):
                                    'add scenes or change heldout_fraction')
         for name in presets:
             RainParams.preset(name)  # fail early on a typo
+        self.builtin_seeds = [] if split == 'heldout' else [BUILTIN_SEED0 + k for k in range(builtin_scenes)]
+        if not files and not self.builtin_seeds:
+            raise DatasetError(f'split {split!r} has no scenes: the held-out split never holds built-in scenes')
         self.files, self.frames, self.crop, self.train = files, frames, crop, train
         self.presets, self.seed, self.split = list(presets), seed, split
         self.size = (crop, crop) if crop else tuple(size or (256, 256))
         self.short_side, self.fov = short_side, tuple(fov)
         self.motion = CameraMotion(**motion) if isinstance(motion, dict) else motion
-        self.length = length or len(files) * (64 if train else 1)
+        self.length = length or self.num_scenes * (64 if train else 1)
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def num_scenes(self) -> int:
+        return len(self.files) + len(self.builtin_seeds)
+
+    def scene_name(self, i: int) -> str:
+        return self.files[i].stem if i < len(self.files) else f'builtin{self.builtin_seeds[i - len(self.files)]}'
+
     def scene(self, i: int) -> np.ndarray:
         """The still of scene i, resized to ``short_side`` -> (H, W, 3) uint8."""
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        img = read_image(self.files[i])
+        if i >= len(self.files):
+            img = builtin_scene(360, 480, seed=self.builtin_seeds[i - len(self.files)])
+        else:
+            img = read_image(self.files[i])
         if self.short_side and min(img.shape[:2]) > self.short_side:
             f = self.short_side / min(img.shape[:2])
             img = resize_to(img, (round(img.shape[0] * f), round(img.shape[1] * f)))
@@ -304,7 +327,7 @@ class SyntheticRainDataset(Dataset):
 
     def render(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
         """Render item `index` with the given random source."""
-        scene_index = index % len(self.files)
+        scene_index = index % self.num_scenes
         still = self.scene(scene_index)
         clean = still_to_clip(still, self.frames, self.size, rng, self.motion, fov=self.fov)  # type: ignore[arg-type]
         preset = self.presets[int(rng.integers(len(self.presets)))]
@@ -315,7 +338,7 @@ class SyntheticRainDataset(Dataset):
         lq, gt, mask, streaks = arrays
         return {'lq': to_tensor_clip(lq), 'gt': to_tensor_clip(gt), 'mask': to_tensor_clip(mask),
                 'streaks': to_tensor_clip(streaks),
-                'key': f'{self.files[scene_index].stem}/{preset}/{index}'}
+                'key': f'{self.scene_name(scene_index)}/{preset}/{index}'}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self.train:
