@@ -72,17 +72,8 @@ def build_model_fn(model: str, streaming: bool, device: str):
     if streaming:
         from rainmamba_core.streaming.derainer import Derainer
         return derainer_clip_fn(Derainer(model_path=path, mode='streaming', device=device)), 'model_streaming'
-    from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
-    if path is None:
-        from rainmamba_core.streaming.derainer import DEFAULT_MODEL
-        if DEFAULT_MODEL.is_file():
-            net = RainMamba.from_checkpoint(DEFAULT_MODEL)
-        else:
-            log.warning('bundled default model %s is missing: evaluating an UNTRAINED tiny model',
-                        DEFAULT_MODEL)
-            net = RainMamba(RainMambaConfig.tiny())
-    else:
-        net = RainMamba.from_checkpoint(path)
+    from rainmamba_core.models.rainmamba import RainMamba, load_default_model
+    net = load_default_model() if path is None else RainMamba.from_checkpoint(path)
     return torch_clip_fn(net, device), 'model'
 
 

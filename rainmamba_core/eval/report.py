@@ -134,7 +134,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path, title: str = 'Rai
         lines.append('No ground truth: qualitative results only (see the images).')
     lines += ['', '## Images', '']
     lines += [f'![{p.stem}](images/{p.name})' for p in image_paths]
-    lines += ['', f'Plot: ![psnr](psnr.png)' if 'plot' in written else f'Plot skipped: {plot_note}.', '']
+    lines += ['', 'Plot: ![psnr](psnr.png)' if 'plot' in written else f'Plot skipped: {plot_note}.', '']
     (out / 'report.md').write_text('\n'.join(lines))
     written['markdown'] = out / 'report.md'
     return written

@@ -41,12 +41,11 @@ import torch.nn as nn
 from rainmamba_core.export import scan as export_scan_mod
 from rainmamba_core.export.sidecar import (CLIP_INPUT, FRAME_INPUT, OUTPUT, SIDECAR_FORMAT, SIDECAR_VERSION,
                                            STATE_IN, STATE_OUT, package_version, sha256_file, write_sidecar)
-from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
+from rainmamba_core.models.rainmamba import DEFAULT_MODEL, RainMamba, load_default_model
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'weights' / 'default_tiny.pt'
 _DTYPE_NAMES = {torch.float32: 'float32', torch.float16: 'float16'}
 
 
@@ -66,13 +65,9 @@ def load_model(model: str | os.PathLike | None) -> tuple[RainMamba, str, str]:
         (model in eval mode, model hash 'sha256:...', source description).
     """
     if model in (None, '', 'default'):
+        net = load_default_model().eval()
         if DEFAULT_MODEL.is_file():
-            return RainMamba.from_checkpoint(DEFAULT_MODEL).eval(), sha256_file(DEFAULT_MODEL), str(DEFAULT_MODEL)
-        log.warning('bundled default model %s is missing: exporting an UNTRAINED tiny model '
-                    '(output will not be derained)', DEFAULT_MODEL)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # the same untrained weights every time, so cached exports are reused
-            net = RainMamba(RainMambaConfig.tiny()).eval()
+            return net, sha256_file(DEFAULT_MODEL), str(DEFAULT_MODEL)
         return net, weights_hash(net), 'untrained tiny (seed 0)'
     path = Path(model)
     if not path.is_file():

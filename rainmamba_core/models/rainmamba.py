@@ -371,3 +371,23 @@ def read_checkpoint(path: str | os.PathLike, map_location='cpu') -> tuple[dict[s
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# The bundled default (see weights/MODEL_CARD.md): what the demo, the node, replay, eval and
+# export use when no model is given.
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'weights' / 'default_tiny.pt'
+
+
+def load_default_model() -> RainMamba:
+    """The bundled default model, or with a warning an untrained tiny one when its file is missing.
+
+    The untrained stand-in is seeded (the same weights every call, so hashes and caches keyed by
+    them stay stable); its output is not derained, which the warning says.
+    """
+    if DEFAULT_MODEL.is_file():
+        return RainMamba.from_checkpoint(DEFAULT_MODEL)
+    log.warning('bundled default model %s is missing: using an UNTRAINED tiny model (output will not be '
+                'derained); reinstall the package or give a checkpoint', DEFAULT_MODEL)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return RainMamba(RainMambaConfig.tiny())

@@ -26,7 +26,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'weights' / 'default_tiny.pt'
+from rainmamba_core.models.rainmamba import DEFAULT_MODEL  # noqa: F401  (re-exported)
 RESET_REASONS = ('request', 'time_backwards', 'gap', 'size_change', 'non_finite')
 MODES = ('streaming', 'windowed')
 
@@ -56,16 +56,8 @@ def load_backend(model_path: str | Path | None, backend: str, device: str, preci
             raise DerainerError(f'the onnxruntime backend is unavailable: {exc}') from exc
         return make_onnx_backend(path, device=device, precision=precision)
     from rainmamba_core.backends.torch_backend import TorchBackend
-    from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
-    if path is None:
-        if DEFAULT_MODEL.is_file():
-            model = RainMamba.from_checkpoint(DEFAULT_MODEL)
-        else:
-            log.warning('bundled default model %s is missing: using an UNTRAINED tiny model '
-                        '(output will not be derained)', DEFAULT_MODEL)
-            model = RainMamba(RainMambaConfig.tiny())
-    else:
-        model = RainMamba.from_checkpoint(path)
+    from rainmamba_core.models.rainmamba import RainMamba, load_default_model
+    model = load_default_model() if path is None else RainMamba.from_checkpoint(path)
     return TorchBackend(model, device=device, precision=precision)
 
 
