@@ -20,3 +20,22 @@ def test_synth_then_eval_writes_report(tmp_path: Path) -> None:
     assert meta['frames'] == 3 and rainy['psnr'] < 40  # heavy rain visibly degrades the frames
     assert 'temporal_median5' in data['methods']
     assert (tmp_path / 'rep' / 'report.md').exists()
+
+
+def test_synthetic_eval_reports_each_preset(tmp_path: Path, capsys) -> None:
+    # built-in scenes (no shared data needed); clip i gets preset i % 2: two of each
+    assert main(['eval', '--model', 'none', '--data', 'synthetic', '--clean-roots', '--clips', '4',
+                 '--frames', '2', '--size', '48', '64', '--presets', 'moderate', 'storm',
+                 '--out', str(tmp_path / 'rep')]) == 0
+    data = json.loads((tmp_path / 'rep' / 'report.json').read_text())
+    groups = data['by_preset']
+    assert list(groups) == ['moderate', 'storm']
+    seqs = data['methods']['rainy_input']['sequences']
+    for preset, g in groups.items():
+        mine = [v['psnr'] for k, v in seqs.items() if f'_{preset}' in k]
+        assert g['rainy_input']['clips'] == len(mine) == 2
+        assert abs(g['rainy_input']['psnr'] - sum(mine) / 2) < 1e-9  # a plain mean of its clips
+    # a storm degrades more than moderate rain
+    assert groups['storm']['rainy_input']['psnr'] < groups['moderate']['rainy_input']['psnr'] - 3
+    assert '## By rain preset' in (tmp_path / 'rep' / 'report.md').read_text()
+    assert 'storm' in capsys.readouterr().out

@@ -80,7 +80,7 @@ def build_model_fn(model: str, streaming: bool, device: str):
 def run(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, folder_clips, synthetic_clips
     from .metrics import LPIPS
-    from .report import write_report
+    from .report import preset_groups, write_report
     device = _device(args.device)
     model_fn, label = build_model_fn(args.model, args.streaming, device)
     if args.data == 'synthetic':
@@ -113,5 +113,9 @@ def run(args: argparse.Namespace) -> int:
         s = r['summary']
         if s:
             print(f'{m:20s} PSNR {s["psnr"]:6.2f} dB  SSIM {s["ssim"]:.4f}  tMAD {s["tmad"]:.2f}')
+    groups = preset_groups(results)
+    for preset, g in groups.items():
+        cells = '  '.join(f'{m} {v["psnr"]:6.2f}' for m, v in g.items())
+        print(f'  {preset:9s} ({next(iter(g.values()))["clips"]:2d} clips)  {cells}')
     print(f'report: {paths["markdown"]}')
     return 0

@@ -72,6 +72,28 @@ def _plot(results: dict[str, Any], path: Path) -> str | None:
     return None
 
 
+def preset_groups(results: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean PSNR/SSIM per rain preset for synthetic clips (their names carry the preset).
+
+    Returns:
+        ``{preset: {method: {'psnr', 'ssim', 'clips'}}}`` for the presets present, in
+        ``RainParams.PRESETS`` order; empty when no clip name carries a preset.
+    """
+    from rainmamba_core.data.synthetic_rain import RainParams
+    if not results.get('has_gt'):
+        return {}
+    groups: dict[str, dict[str, dict[str, float]]] = {}
+    for preset in RainParams.PRESETS:
+        tag = f'_{preset}_'
+        for method, r in results['methods'].items():
+            seqs = [v for k, v in r['sequences'].items() if tag in f'_{k}_']
+            if seqs:
+                groups.setdefault(preset, {})[method] = {
+                    'psnr': float(np.mean([v['psnr'] for v in seqs])),
+                    'ssim': float(np.mean([v['ssim'] for v in seqs])), 'clips': len(seqs)}
+    return groups
+
+
 def write_report(results: dict[str, Any], out_dir: str | Path, title: str = 'RainMamba evaluation',
                  meta: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write report.json, report.md, images/*.png and psnr.png into `out_dir`.
@@ -105,6 +127,9 @@ def write_report(results: dict[str, Any], out_dir: str | Path, title: str = 'Rai
     else:
         plot_note = 'no ground truth: nothing to plot'
     data = {k: v for k, v in results.items() if not k.startswith('_')}
+    groups = preset_groups(results)
+    if groups:
+        data['by_preset'] = groups
     data['meta'] = meta or {}
     data['plot'] = str(written['plot'].name) if 'plot' in written else f'skipped: {plot_note}'
     (out / 'report.json').write_text(json.dumps(data, indent=2, default=float))
@@ -123,6 +148,14 @@ def write_report(results: dict[str, Any], out_dir: str | Path, title: str = 'Rai
             s = r['summary']
             lines.append(f'| {m} | {_fmt(s.get("psnr"))} | {_fmt(s.get("ssim"), 4)} | '
                          f'{_fmt(s.get("tmad"))} | {_fmt(s.get("lpips"), 4)} |')
+        if groups:
+            names = list(results['methods'])
+            lines += ['', '## By rain preset (PSNR dB / SSIM, mean over the clips of each preset)', '',
+                      '| preset | clips | ' + ' | '.join(names) + ' |', '| --- | --- |' + ' --- |' * len(names)]
+            for preset, g in groups.items():
+                count = next(iter(g.values()))['clips']
+                lines.append(f'| {preset} | {count} | ' + ' | '.join(
+                    f'{_fmt(g[m]["psnr"])} / {_fmt(g[m]["ssim"], 4)}' if m in g else '-' for m in names) + ' |')
         lines += ['', '## Per clip (PSNR / SSIM)', '']
         names = list(results['methods'])
         lines += ['| clip | ' + ' | '.join(names) + ' |', '| --- |' + ' --- |' * len(names)]
