@@ -91,3 +91,53 @@ def test_step_refuses_a_state_of_another_size(causal):
 def test_official_model_has_no_stream_state():
     with pytest.raises(ValueError, match='causal model'):
         RainMamba(RainMambaConfig.tiny(causal=False)).init_state(1, 32, 32)
+
+
+@pytest.fixture(scope='module')
+def headed() -> RainMamba:
+    """The bundled default's shape: official decoder width plus the full-resolution head, with
+    the head's zero-initialised last conv given random weights so it actually contributes."""
+    torch.manual_seed(1)
+    model = RainMamba(RainMambaConfig.tiny(decoder_channels=128, full_res_head=8)).eval()
+    torch.nn.init.normal_(model.full_res[2].weight, std=0.2)
+    return model
+
+
+@pytest.mark.parametrize('frames,height,width', [(3, 40, 56), (5, 72, 100)])
+def test_full_res_head_keeps_step_equal_to_whole_clip_and_causal(headed, frames, height, width):
+    torch.manual_seed(frames)
+    clip = torch.rand(1, frames, 3, height, width)
+    with torch.no_grad():
+        full = headed(clip)
+        stepped = _step_all(headed, clip)
+        changed = clip.clone()
+        changed[:, -1] = torch.rand(3, height, width)
+        later = headed(changed)
+    assert ((stepped - full).norm() / full.norm()).item() <= 1e-5  # DESIGN.md invariant, as above
+    # earlier frames do not see the changed one; the head's batched conv over B*T frames may round
+    # differently when another frame of the batch changes (measured 2.4e-7), so allow fp32 rounding
+    assert (later[:, :-1] - full[:, :-1]).abs().max() <= 1e-6
+    assert (later[:, -1] - full[:, -1]).abs().max() > 1e-3
+
+
+def test_full_res_head_sees_single_pixels_and_starts_as_no_head() -> None:
+    torch.manual_seed(2)
+    model = RainMamba(RainMambaConfig.tiny(full_res_head=8)).eval()
+    clip = torch.rand(1, 1, 3, 32, 32)
+    poked = clip.clone()
+    poked[..., 20, 20] += 0.5
+    with torch.no_grad():
+        # zero-initialised last conv: the head adds exactly nothing until trained
+        a = model(clip)
+        model.full_res[2].weight.normal_(std=0.2)
+        b, c = model(clip), model(poked)
+    plain = RainMamba(RainMambaConfig.tiny()).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith('full_res.')})
+    with torch.no_grad():
+        assert torch.equal(plain(clip), a)
+    # the head's receptive field at full resolution is 5x5 around the poked pixel (plus the
+    # residual): outside that window only the 1/4-resolution path can carry the change
+    diff = (c - b - (poked - clip)).abs()[0, 0].amax(0)
+    assert diff[18:23, 18:23].max() > 1e-4
+    with pytest.raises(ValueError, match='full_res_head must be >= 0'):
+        RainMambaConfig.tiny(full_res_head=-1)
