@@ -23,8 +23,6 @@ class RainMambaConfig:
     expand: int = 2                    # d_inner = expand * channels
     mlp_ratio: float = 4.0             # MLP hidden = mlp_ratio * channels
     decoder_channels: int = 128        # channels before the first PixelShuffle (official: 128)
-    full_res_head: int = 0             # >0: a 2-conv full-resolution head of this width sees the input
-                                       # frame beside the decoder's last features (0 = off, official)
     causal: bool = False               # causal in time: frame-by-frame streaming with carried state
     residual_output: bool = False      # add the input frame to the output (official: False)
     pad_multiple: int = 8              # H and W are padded (mirror) up to a multiple of this
@@ -43,8 +41,6 @@ class RainMambaConfig:
         if self.pad_multiple % 8:
             raise ConfigError(f'pad_multiple must be a multiple of 8 (stride 4 encoder + stride 2 '
                               f'down/up path), got {self.pad_multiple}')
-        if self.full_res_head < 0:
-            raise ConfigError(f'full_res_head must be >= 0 (0 = off), got {self.full_res_head}')
         for name in ('num_features', 'd_state', 'd_conv', 'expand', 'window'):
             if getattr(self, name) < 1:
                 raise ConfigError(f'{name} must be >= 1, got {getattr(self, name)}')

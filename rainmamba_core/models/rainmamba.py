@@ -108,16 +108,6 @@ class RainMamba(nn.Module):
         self.conv_before_upsample2 = nn.Conv3d(dc // 4, dc // 2, (1, 3, 3), padding=(0, 1, 1))
         self.upsample2 = nn.PixelShuffle(2)
         self.conv_last = nn.Conv3d(dc // 8, 3, (1, 3, 3), padding=(0, 1, 1))
-        if cfg.full_res_head:
-            # Not in the paper: the decoder reaches full resolution through two PixelShuffles from
-            # 1/4-resolution features, so 1-2 px rain streaks must be drawn from a 4x4 patch code.
-            # This head adds the frame itself (5x5 receptive field) to the last features; per frame,
-            # so causality and stepping are untouched. Its last conv starts at zero (= no head).
-            k = cfg.full_res_head
-            self.full_res = nn.Sequential(nn.Conv2d(dc // 8 + 3, k, 3, padding=1), nn.GELU(),
-                                          nn.Conv2d(k, 3, 3, padding=1))
-            nn.init.zeros_(self.full_res[2].weight)
-            nn.init.zeros_(self.full_res[2].bias)
 
         def pair(name: str, dim: int) -> list[str]:
             kw = dict(d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, mlp_ratio=cfg.mlp_ratio)
@@ -143,18 +133,13 @@ class RainMamba(nn.Module):
         f = self.refine(f) + f
         return f.view(batch, frames, *f.shape[1:])
 
-    def _decode(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, h, w) features and the (padded) input frames (B, T, 3, 4h, 4w) -> (B, T, 3, 4h, 4w);
-        per frame (all kernels are 1 in time)."""
+    def _decode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, h, w) -> (B, T, 3, 4h, 4w); per frame (all kernels are 1 in time)."""
         x = self.conv_before_upsample1(x)
         x = self.upsample1(x.transpose(1, 2)).transpose(1, 2)
         x = self.conv_before_upsample2(x)
         x = self.upsample2(x.transpose(1, 2)).transpose(1, 2)
-        out = self.conv_last(x).transpose(1, 2)
-        if self.config.full_res_head:
-            feats = torch.cat([x.transpose(1, 2), frames], 2)  # (B, T, dc/8 + 3, H, W)
-            out = out + self.full_res(feats.flatten(0, 1)).view_as(out)
-        return out
+        return self.conv_last(x).transpose(1, 2)
 
     def _down(self, x: torch.Tensor, causal: bool, cache, want_cache: bool):
         """(B, T, C, h, w) -> (B, T, 2C, h/2, w/2)."""
@@ -230,7 +215,7 @@ class RainMamba(nn.Module):
         f = layers(self.stage_low, f, small)
         g, c2 = self._up(f, causal, cache('upconv2.cache'), return_state)
         g = layers(self.stage_high2, g.transpose(1, 2), large).transpose(1, 2)
-        out = self._decode(g, x)[..., :height, :width]
+        out = self._decode(g)[..., :height, :width]
         if self.config.residual_output:
             out = out + clip
         if return_state:
