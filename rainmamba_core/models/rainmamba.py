@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rainmamba_core.models.config import RainMambaConfig
+from rainmamba_core.paths import DEFAULT_MODEL
 from rainmamba_core.modules.blocks import MambaLayer
 from rainmamba_core.modules.convnext import ConvNeXt, ProjectionHead
 from rainmamba_core.modules.temporal import causal_time_apply
@@ -371,11 +372,6 @@ def read_checkpoint(path: str | os.PathLike, map_location='cpu') -> tuple[dict[s
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-# The bundled default (see weights/MODEL_CARD.md): what the demo, the node, replay, eval and
-# export use when no model is given.
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / 'weights' / 'default_tiny.pt'
 
 
 def load_default_model() -> RainMamba:
