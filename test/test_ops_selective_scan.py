@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -328,6 +329,30 @@ def test_default_backend_setter_and_context_manager(spy) -> None:
     finally:
         set_default_backend('auto')
     assert spy == ['loop', 'chunked', 'loop', 'ref', 'loop']
+
+
+def test_callable_backend_is_used_in_its_thread_only(spy) -> None:
+    x = make_inputs(1, 2, 5, 2)
+    calls: list[int] = []
+
+    def custom(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state):
+        calls.append(u.shape[-1])
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+                                  return_last_state)
+
+    other: list[object] = []
+    with use_backend(custom):
+        out = selective_scan(**x, return_last_state=True)
+        worker = threading.Thread(target=lambda: other.append(ss.default_backend()))
+        worker.start()
+        worker.join()
+    assert calls == [5] and spy == []  # no registered backend ran
+    want = selective_scan_ref(**x, return_last_state=True)
+    assert all(torch.equal(a, b) for a, b in zip(out, want))
+    assert other == ['auto'] and ss.default_backend() == 'auto'  # another thread, and after the block
+    with pytest.raises(SelectiveScanError, match="unknown selective-scan backend 'fast'"):
+        with use_backend('fast'):
+            pass
 
 
 def test_shape_errors_name_the_input() -> None:

@@ -212,17 +212,6 @@ def scan_function(formulation: str = DEFAULT_FORMULATION, chunk: int = DEFAULT_C
 @contextlib.contextmanager
 def export_scan(formulation: str = DEFAULT_FORMULATION, chunk: int = DEFAULT_CHUNK,
                 segment_elements: int = SEGMENT_ELEMENTS) -> Iterator[None]:
-    """Route the model's selective scans through an export formulation while tracing.
-
-    The mixer calls `selective_scan` through its module global, and the scan backend registry in
-    rainmamba_core.ops.selective_scan takes no per-backend options (the chunk length), so the
-    global is swapped for the duration of the block (single-threaded export only).
-    """
-    from rainmamba_core.modules import bimamba
-    fn = scan_function(formulation, chunk, segment_elements)
-    previous = bimamba.selective_scan
-    bimamba.selective_scan = fn
-    try:
+    """Route the model's selective scans (in this thread) through an export formulation while tracing."""
+    with _ss.use_backend(scan_function(formulation, chunk, segment_elements)):
         yield
-    finally:
-        bimamba.selective_scan = previous

@@ -26,7 +26,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -491,17 +491,24 @@ def set_default_backend(name: str) -> None:
     _global_default = _validate(name)
 
 
-def default_backend() -> str:
+def default_backend() -> str | Callable:
     """The backend in effect for this thread (a `use_backend` block, else the global default)."""
     return getattr(_state, 'backend', None) or _global_default
 
 
 @contextlib.contextmanager
-def use_backend(name: str) -> Iterator[None]:
+def use_backend(backend: str | Callable) -> Iterator[None]:
     """Context manager selecting the scan backend for calls in this thread, e.g.
-    ``with use_backend('fused'): model(x)``."""
+    ``with use_backend('fused'): model(x)``.
+
+    `backend` is a registered name or a callable with `selective_scan_ref`'s signature: a
+    formulation with its own options (the ONNX export's blocked scan with a chunk length) runs
+    under the model's unchanged calls this way, in this thread only.
+    """
+    if not callable(backend):
+        backend = _validate(backend)
     previous = getattr(_state, 'backend', None)
-    _state.backend = _validate(name)
+    _state.backend = backend
     try:
         yield
     finally:
@@ -560,6 +567,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         out: (B, D, L) [, last_state: (B, D, N) fp32].
     """
     name = _validate(backend) if backend is not None else default_backend()
+    if callable(name):  # a `use_backend(callable)` block
+        return name(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state)
     if name == 'auto':
         tensors = [t for t in (u, delta, A, B, C, D, z, delta_bias, initial_state) if t is not None]
         name = _auto_choice(tensors)
