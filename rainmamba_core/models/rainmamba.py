@@ -24,10 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rainmamba_core.models.config import RainMambaConfig
-from rainmamba_core.paths import DEFAULT_MODEL
 from rainmamba_core.modules.blocks import MambaLayer
 from rainmamba_core.modules.convnext import ConvNeXt, ProjectionHead
 from rainmamba_core.modules.temporal import causal_time_apply
+from rainmamba_core.paths import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 

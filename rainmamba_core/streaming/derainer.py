@@ -26,7 +26,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-from rainmamba_core.paths import DEFAULT_MODEL  # noqa: F401  (re-exported)
 RESET_REASONS = ('request', 'time_backwards', 'gap', 'size_change', 'non_finite')
 MODES = ('streaming', 'windowed')
 
