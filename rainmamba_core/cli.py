@@ -11,6 +11,10 @@ import importlib
 import logging
 import sys
 
+from rainmamba_core.errors import RainMambaError
+
+log = logging.getLogger(__name__)
+
 # verb -> (module, one-line help)
 VERBS: dict[str, tuple[str, str]] = {
     'demo': ('rainmamba_core.demo', 'run the end-to-end demo on a built-in rainy clip (or --input)'),
@@ -67,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f'rainmamba {verb}: interrupted', file=sys.stderr)
         return 130
+    except RainMambaError as exc:  # bad input or setup: the message says what to fix
+        log.debug('rainmamba %s failed', verb, exc_info=True)
+        print(f'rainmamba {verb}: error: {exc}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

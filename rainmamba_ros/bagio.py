@@ -42,6 +42,8 @@ from rosbags.interfaces import (
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from rainmamba_core.errors import RainMambaError
+
 __all__ = [
     'BagIOError', 'IMAGE_TYPE', 'COMPRESSED_TYPE', 'IMAGE_TYPES', 'STORAGE_FORMATS',
     'InputBag', 'OutputBag', 'TopicSummary', 'derained_topic', 'normalise_topic',
@@ -66,7 +68,7 @@ _LATCHED_QOS = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE,
                    _FOREVER, avoid_ros_namespace_conventions=False)
 
 
-class BagIOError(Exception):
+class BagIOError(RainMambaError, Exception):
     """A bag could not be read or written; the message names the path and what was expected."""
 
 

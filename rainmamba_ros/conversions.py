@@ -36,6 +36,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from rainmamba_core.errors import RainMambaError
+
 __all__ = [
     'ImageConversionError', 'SUPPORTED_ENCODINGS', 'image_to_rgb', 'rgb_to_image_fields',
     'compressed_to_rgb', 'rgb_to_compressed', 'extract_alpha', 'check_image', 'as_msg_data',
@@ -45,7 +47,7 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 
 
-class ImageConversionError(ValueError):
+class ImageConversionError(RainMambaError, ValueError):
     """An image message could not be converted; the message says what was wrong and why.
 
     Attributes:

@@ -41,6 +41,7 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool, Trigger
 
+from rainmamba_core.errors import RainMambaError
 from rainmamba_ros.conversions import (ImageConversionError, as_msg_data, check_image,
                                        compressed_source_encoding, compressed_to_rgb,
                                        conversion_backend, extract_alpha, image_to_rgb,
@@ -54,7 +55,7 @@ _LEVELS = {'OK': DiagnosticStatus.OK, 'WARN': DiagnosticStatus.WARN,
            'ERROR': DiagnosticStatus.ERROR, 'STALE': DiagnosticStatus.STALE}
 
 
-class DerainNodeError(RuntimeError):
+class DerainNodeError(RainMambaError, RuntimeError):
     """The node cannot start (or reload): bad parameters or a model that does not load.
 
     Attributes:

@@ -17,8 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from rainmamba_core.errors import RainMambaError
 
-class ParameterError(ValueError):
+
+class ParameterError(RainMambaError, ValueError):
     """A parameter value (or combination) the node refuses; the message is the reason."""
 
 

@@ -45,12 +45,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from rainmamba_core.errors import RainMambaError
 from rainmamba_ros.bagio import (
     COMPRESSED_TYPE,
     IMAGE_TYPE,
     IMAGE_TYPES,
     STORAGE_FORMATS,
-    BagIOError,
     InputBag,
     OutputBag,
     derained_topic,
@@ -74,7 +74,7 @@ _LOG = logging.getLogger(__name__)
 EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
 
-class ReplayError(Exception):
+class ReplayError(RainMambaError, Exception):
     """Replay cannot proceed; the message names the input, what was expected and what to do."""
 
 
@@ -828,8 +828,6 @@ def _error(msg: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the replay (or the benchmark) from parsed arguments; returns the exit code."""
-    from rainmamba_core.streaming.derainer import DerainerError
-
     if args.bench:
         try:
             w, h = (int(v) for v in str(args.bench_size).lower().split('x'))
@@ -855,7 +853,7 @@ def run(args: argparse.Namespace) -> int:
                              derainer_kwargs=_derainer_kwargs(args),
                              export_video=args.export_video, progress=not args.no_progress,
                              jpeg_quality=args.jpeg_quality)
-    except (ReplayError, BagIOError, DerainerError) as exc:
+    except RainMambaError as exc:  # ReplayError, BagIOError, DerainerError, a bad checkpoint ...
         return _error(str(exc))
     except OSError as exc:  # e.g. a --model path that does not exist, a full disk
         return _error(f'{type(exc).__name__}: {exc}')

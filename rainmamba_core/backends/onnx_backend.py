@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from rainmamba_core.errors import RainMambaError
 from rainmamba_core.export.sidecar import (CLIP_INPUT, FRAME_INPUT, OUTPUT, SIDECAR_VERSION, SidecarError,
                                            check_against_graph, read_sidecar, sidecar_path)
 
@@ -36,7 +37,7 @@ _NP_DTYPES = {'float32': np.float32, 'float16': np.float16}
 State = dict[str, np.ndarray]
 
 
-class OnnxBackendError(RuntimeError):
+class OnnxBackendError(RainMambaError, RuntimeError):
     """The ONNX Runtime backend cannot run as configured or was given the wrong input."""
 
 

@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import torch
 
+from rainmamba_core.errors import RainMambaError
 from rainmamba_core.models.rainmamba import RainMamba
 from rainmamba_core.streaming.state import cat_states, split_state, state_is_finite
 
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 _DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
-class BackendError(RuntimeError):
+class BackendError(RainMambaError, RuntimeError):
     """The backend cannot run as configured."""
 
 

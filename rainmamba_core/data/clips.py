@@ -14,13 +14,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rainmamba_core.errors import RainMambaError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 VIDEO_EXTS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg')
 
 
-class ClipError(ValueError):
+class ClipError(RainMambaError, ValueError):
     """A clip source is missing, empty, unreadable or of an unexpected kind."""
 
 

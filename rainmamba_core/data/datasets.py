@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rainmamba_core.errors import RainMambaError
 from .clips import CameraMotion, builtin_scene, list_images, natural_key, read_image, resize_to, still_to_clip
 from .synthetic_rain import RainGenerator, RainParams
 
@@ -40,7 +41,7 @@ _TRAIN_TAG = 0x7A1E5
 BUILTIN_SEED0 = 500_000
 
 
-class DatasetError(ValueError):
+class DatasetError(RainMambaError, ValueError):
     """A dataset folder is missing, empty or inconsistent (lq and gt do not pair up)."""
 
 

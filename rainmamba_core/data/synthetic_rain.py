@@ -36,8 +36,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from rainmamba_core.errors import RainMambaError
 
-class RainError(ValueError):
+
+class RainError(RainMambaError, ValueError):
     """Bad rain parameters or input frames."""
 
 

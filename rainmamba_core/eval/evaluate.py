@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rainmamba_core.errors import RainMambaError
 from .baselines import BASELINES
 from .metrics import clip_metrics, to_uint8
 
@@ -25,7 +26,7 @@ ClipFn = Callable[[np.ndarray], np.ndarray]
 Clip = tuple[str, np.ndarray, 'np.ndarray | None']
 
 
-class EvalError(ValueError):
+class EvalError(RainMambaError, ValueError):
     """Evaluation data or model output is unusable (missing folders, shape mismatch)."""
 
 

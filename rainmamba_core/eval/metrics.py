@@ -27,8 +27,10 @@ import cv2
 import numpy as np
 import torch
 
+from rainmamba_core.errors import RainMambaError
 
-class MetricError(ValueError):
+
+class MetricError(RainMambaError, ValueError):
     """Inputs to a metric have mismatched shapes or the wrong range/type."""
 
 

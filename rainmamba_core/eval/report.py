@@ -15,10 +15,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from rainmamba_core.errors import RainMambaError
+
 log = logging.getLogger(__name__)
 
 
-class ReportError(RuntimeError):
+class ReportError(RainMambaError, RuntimeError):
     """The report cannot be written (output folder not writable)."""
 
 

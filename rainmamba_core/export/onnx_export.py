@@ -38,6 +38,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from rainmamba_core.errors import RainMambaError
 from rainmamba_core.export import scan as export_scan_mod
 from rainmamba_core.export.sidecar import (CLIP_INPUT, FRAME_INPUT, OUTPUT, SIDECAR_FORMAT, SIDECAR_VERSION,
                                            STATE_IN, STATE_OUT, package_version, sha256_file, write_sidecar)
@@ -49,7 +50,7 @@ DEFAULT_OPSET = 17
 _DTYPE_NAMES = {torch.float32: 'float32', torch.float16: 'float16'}
 
 
-class ExportError(RuntimeError):
+class ExportError(RainMambaError, RuntimeError):
     """The model cannot be exported as asked."""
 
 

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from rainmamba_core.errors import RainMambaError
 from rainmamba_core.ops import selective_scan as _ss
 
 SCAN_FORMULATIONS = ('blocked', 'chunked', 'chunked_loop')
@@ -41,7 +42,7 @@ DEFAULT_CHUNK = 0  # 0: choose K ~ sqrt(L) per scan (see `auto_chunk`)
 SEGMENT_ELEMENTS = 1 << 25
 
 
-class ExportScanError(ValueError):
+class ExportScanError(RainMambaError, ValueError):
     """An unknown scan formulation or a bad chunk length was asked for."""
 
 

@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rainmamba_core.errors import RainMambaError
+
 SIDECAR_FORMAT = 'rainmamba_ros.onnx'
 SIDECAR_VERSION = 1
 KINDS = ('step', 'clip')
@@ -34,7 +36,7 @@ STATE_IN = 'state.'
 STATE_OUT = 'new_state.'
 
 
-class SidecarError(ValueError):
+class SidecarError(RainMambaError, ValueError):
     """A sidecar is missing, unreadable or does not describe its graph."""
 
 

@@ -5,8 +5,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from rainmamba_core.errors import RainMambaError
 
-class ConfigError(ValueError):
+
+class ConfigError(RainMambaError, ValueError):
     """A configuration value or key is invalid."""
 
 

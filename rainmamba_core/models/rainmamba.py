@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rainmamba_core.errors import RainMambaError, load_error_reason
 from rainmamba_core.models.config import RainMambaConfig
 from rainmamba_core.modules.blocks import MambaLayer
 from rainmamba_core.modules.convnext import ConvNeXt, ProjectionHead
@@ -36,7 +37,7 @@ CHECKPOINT_VERSION = 1
 State = dict[str, torch.Tensor]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RainMambaError, RuntimeError):
     """A checkpoint cannot be read or does not match the model."""
 
 
@@ -349,9 +350,8 @@ def read_checkpoint(path: str | os.PathLike, map_location='cpu') -> tuple[dict[s
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, not a torch file ...
-        raise CheckpointError(f'cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}. '
-                              'It must be a complete torch.save file with tensors and plain containers only '
-                              '(loaded with weights_only=True; arbitrary pickles are refused).') from exc
+        raise CheckpointError(f'cannot read checkpoint {path} (expected a complete .pt/.pth torch.save file): '
+                              f'{load_error_reason(exc)}') from exc
     if not isinstance(data, dict):
         raise CheckpointError(f'checkpoint {path} holds a {type(data).__name__}, expected a dict')
     if data.get('format') == CHECKPOINT_FORMAT:

@@ -34,10 +34,12 @@ import functools
 import numpy as np
 import torch
 
+from rainmamba_core.errors import RainMambaError
+
 __all__ = ['HilbertError', 'gilbert2d', 'gilbert3d', 'gilbert2d_coords', 'gilbert3d_coords']
 
 
-class HilbertError(ValueError):
+class HilbertError(RainMambaError, ValueError):
     """A requested curve has an invalid size."""
 
 

@@ -32,6 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rainmamba_core.errors import RainMambaError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -46,7 +48,7 @@ CUDA_INSTALL_HINT = ('on a CUDA machine run: MAMBA_FORCE_BUILD=TRUE pip install 
                      'mamba-ssm causal-conv1d')
 
 
-class SelectiveScanError(RuntimeError):
+class SelectiveScanError(RainMambaError, RuntimeError):
     """A scan backend cannot run with the given inputs or is not available."""
 
 

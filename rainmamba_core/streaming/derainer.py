@@ -24,13 +24,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from rainmamba_core.errors import RainMambaError
+
 log = logging.getLogger(__name__)
 
 RESET_REASONS = ('request', 'time_backwards', 'gap', 'size_change', 'non_finite')
 MODES = ('streaming', 'windowed')
 
 
-class DerainerError(ValueError):
+class DerainerError(RainMambaError, ValueError):
     """Bad configuration or bad input given to the Derainer."""
 
 

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from rainmamba_core.errors import RainMambaError, load_error_reason
+
 CKPT_PATTERN = re.compile(r'^ckpt_(\d{8,})\.pt$')
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RainMambaError, RuntimeError):
     """A training checkpoint is missing, unreadable or lacks the state needed to resume."""
 
 
@@ -85,8 +87,7 @@ def load_training_checkpoint(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f'cannot read training checkpoint {path}: {type(exc).__name__}: '
-                              f'{str(exc).splitlines()[0] if str(exc) else ""}') from exc
+        raise CheckpointError(f'cannot read training checkpoint {path}: {load_error_reason(exc)}') from exc
     if not isinstance(data, dict) or 'train_state' not in data or 'state_dict' not in data:
         raise CheckpointError(f'{path} is not a training checkpoint (no train_state); to start a new '
                               f'run from its weights use model.init_from={path}')

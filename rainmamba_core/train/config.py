@@ -19,10 +19,12 @@ from typing import Any
 
 import yaml
 
+from rainmamba_core.errors import RainMambaError
+
 PRESET_DIR = Path(__file__).resolve().parent / 'configs'
 
 
-class ConfigError(ValueError):
+class ConfigError(RainMambaError, ValueError):
     """A training configuration (file or override) is malformed or names an unknown key."""
 
 

@@ -14,10 +14,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from rainmamba_core.errors import RainMambaError
+
 log = logging.getLogger(__name__)
 
 
-class DistributedError(RuntimeError):
+class DistributedError(RainMambaError, RuntimeError):
     """The distributed environment is inconsistent (for example CUDA asked for but missing)."""
 
 

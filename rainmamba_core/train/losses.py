@@ -56,12 +56,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rainmamba_core.errors import RainMambaError
 from .vgg import VGGFeatures
 
 log = logging.getLogger(__name__)
 
 
-class LossError(ValueError):
+class LossError(RainMambaError, ValueError):
     """A loss got inputs of the wrong shape or an invalid option."""
 
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from rainmamba_core.errors import RainMambaError
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_from_dict
 from .distributed import (DistInfo, all_reduce_mean, barrier, broadcast_object, gather_objects,
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 Hook = Callable[['Trainer', int], 'dict[str, float] | None']
 
 
-class TrainError(RuntimeError):
+class TrainError(RainMambaError, RuntimeError):
     """Training cannot start or continue (bad data, non-finite loss, inconsistent resume)."""
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from rainmamba_core.errors import RainMambaError, load_error_reason
+
 # 'M' is a 2x2 max-pool; numbers are conv output channels (torchvision cfgs 'D' and 'E')
 CFGS = {
     'vgg16': [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'],
@@ -28,7 +30,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class VGGWeightsError(FileNotFoundError):
+class VGGWeightsError(RainMambaError, FileNotFoundError):
     """The local VGG weight file is missing or does not hold torchvision's VGG layout."""
 
 
@@ -85,7 +87,10 @@ class VGGFeatures(nn.Module):
     def load(self, path: str | Path | None, what: str) -> None:
         if not path or not Path(path).is_file():
             raise VGGWeightsError(missing_weights_message(self.arch, path, what))
-        state = torch.load(str(path), map_location='cpu', weights_only=True)
+        try:
+            state = torch.load(str(path), map_location='cpu', weights_only=True)
+        except Exception as exc:  # truncated download, a pickle of objects, not a torch file
+            raise VGGWeightsError(f'cannot read the {self.arch} weights {path}: {load_error_reason(exc)}') from exc
         if isinstance(state, dict) and 'state_dict' in state and isinstance(state['state_dict'], dict):
             state = state['state_dict']
         wanted = self.features.state_dict()
