@@ -192,22 +192,17 @@ def selective_scan_chunked_loop(u, delta, A, B, C, D=None, z=None, delta_bias=No
 
 def scan_function(formulation: str = DEFAULT_FORMULATION, chunk: int = DEFAULT_CHUNK,
                   segment_elements: int = SEGMENT_ELEMENTS):
-    """The scan callable (same signature as `selective_scan`) for a formulation and chunk length."""
+    """The scan callable for a formulation and chunk length: `selective_scan_ref`'s signature
+    (positional or keyword), as `use_backend` and the benchmarks call it."""
     if formulation not in SCAN_FORMULATIONS:
         raise ExportScanError(f"scan formulation '{formulation}' is not one of {', '.join(SCAN_FORMULATIONS)}")
     if chunk < 0:
         raise ExportScanError(f'chunk={chunk}: use a chunk length >= 1, or 0 for the automatic choice')
     if formulation == 'blocked':
-        impl = functools.partial(selective_scan_blocked, chunk=chunk, segment_elements=segment_elements)
-    elif formulation == 'chunked':
-        impl = functools.partial(_ss.selective_scan_chunked, chunk=chunk or 64)
-    else:
-        impl = functools.partial(selective_scan_chunked_loop, chunk=chunk or 64)
-
-    def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None,
-             return_last_state=False, backend=None):
-        return impl(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state)
-    return scan
+        return functools.partial(selective_scan_blocked, chunk=chunk, segment_elements=segment_elements)
+    if formulation == 'chunked':
+        return functools.partial(_ss.selective_scan_chunked, chunk=chunk or 64)
+    return functools.partial(selective_scan_chunked_loop, chunk=chunk or 64)
 
 
 @contextlib.contextmanager
