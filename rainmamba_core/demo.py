@@ -63,14 +63,15 @@ def run(args: argparse.Namespace) -> int:
     from rainmamba_core.eval.metrics import clip_metrics
     from rainmamba_core.streaming.derainer import Derainer
 
+    # The model first: a bad --model fails before anything is made or written.
+    derainer = Derainer(args.model, mode='streaming', device=args.device)
+    print(f'[demo] model: {args.model or "bundled default (tiny causal)"} on {derainer.device} ({derainer.backend_name})')
     out_dir: Path = args.out
-    (out_dir / 'frames').mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     rainy, clean = make_clip(args)
     print(f'[demo] clip: {len(rainy)} frames {rainy.shape[2]}x{rainy.shape[1]} '
           f'({"synthetic " + args.preset + " rain" if clean is not None else "rainy input"})')
-    derainer = Derainer(args.model, mode='streaming', device=args.device)
-    print(f'[demo] model: {args.model or "bundled default (tiny causal)"} on {derainer.device} ({derainer.backend_name})')
+    (out_dir / 'frames').mkdir(parents=True, exist_ok=True)
     derained, latency = [], []
     for i, frame in enumerate(rainy):
         s = time.perf_counter()

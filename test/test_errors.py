@@ -68,6 +68,7 @@ def test_load_error_reason_keeps_other_errors_first_line():
     ['export', '{bad}', '{tmp}/o.onnx', '--height', '64', '--width', '64'],
     ['info', '{bad}'],
     ['eval', '--model', '{bad}', '--data', 'synthetic', '--clips', '1', '--out', '{tmp}/eval'],
+    ['demo', '--no-ros', '--model', '{bad}', '--out', '{tmp}/demo'],
 ])
 def test_cli_refuses_a_bad_checkpoint_in_one_line(argv, tmp_path, capsys):
     bad = tmp_path / 'bad.pt'
@@ -77,4 +78,5 @@ def test_cli_refuses_a_bad_checkpoint_in_one_line(argv, tmp_path, capsys):
     err = capsys.readouterr().err
     assert 'Traceback' not in err
     assert f'rainmamba {argv[0]}:' in err and 'cannot read checkpoint' in err and str(bad) in err
-    assert not (tmp_path / 'o.onnx').exists()
+    # refused before anything was written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['bad.pt']
