@@ -55,3 +55,30 @@ def test_bundled_default_derains_held_out_heavy_rain(shared) -> None:
     # The shipped model gains 3-4 dB on held-out heavy/storm clips (model card); an untrained or
     # broken default gains about 0 or loses. 2 dB leaves room for these four clips' spread.
     assert sum(gains) / len(gains) > 2.0, gains
+
+
+def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """scripts/train_default.sh's last stage is the run config stored inside the shipped weights."""
+    import shlex
+    import subprocess
+
+    import yaml
+
+    from rainmamba_core.cli import main
+    if not rm.DEFAULT_MODEL.is_file():
+        pytest.skip(f'{rm.DEFAULT_MODEL} is not in this checkout')
+    script = Path(__file__).resolve().parents[1] / 'scripts' / 'train_default.sh'
+    res = subprocess.run(['bash', str(script), str(tmp_path / 'runs')], env={'DRY_RUN': '1', 'PATH': '/usr/bin:/bin'},
+                         capture_output=True, text=True, check=True)
+    stages = [shlex.split(line.split(': ', 1)[1]) for line in res.stdout.splitlines() if ' train ' in line]
+    assert len(stages) == 4 and not any(tmp_path.iterdir())  # a dry run prints and writes nothing
+    last = stages[-1]
+    overrides = last[last.index('--no-progress') + 1:]
+    capsys.readouterr()
+    assert main(['train', '--config', 'tiny_cpu', '--print-config', *overrides]) == 0
+    planned = yaml.safe_load(capsys.readouterr().out)
+    shipped = torch.load(rm.DEFAULT_MODEL, weights_only=True)['training']['train_config']
+    for cfg in (planned, shipped):  # where the run wrote and what it started from differ by machine
+        cfg['model'].pop('init_from')
+        cfg['train'].pop('out_dir')
+    assert planned == shipped

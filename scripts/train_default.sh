@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Reproduce the bundled default model (rainmamba_core/weights/default_tiny.pt) on a CPU.
+#
+#   scripts/train_default.sh [OUT_DIR]        (default OUT_DIR: runs/default_tiny)
+#
+# Four stages of `rainmamba train --config tiny_cpu`, each starting from the previous stage's
+# model_final.pt with larger crops (64² -> 96² -> 128² -> 128²). About 4 h on an idle 2-core CPU
+# (stage times in the model card); keep other CPU work off the machine meanwhile. Re-running the
+# script skips finished stages and resumes an interrupted one exactly from its last checkpoint.
+# The result is OUT_DIR/default_tiny.pt (the same file format as the bundled one).
+#
+# Environment: RAINMAMBA (the command; default `rainmamba`), RAINMAMBA_SHARED (where shared/ with
+# data/camvid and data/carla_clean lives; default /work/shared), DRY_RUN=1 (print the commands).
+set -euo pipefail
+
+out=${1:-runs/default_tiny}
+run=${RAINMAMBA:-rainmamba}
+
+stage() {
+    local name=$1; shift
+    local dir="$out/$name"
+    if [ -f "$dir/model_final.pt" ]; then
+        echo "[train_default] $name: done already ($dir/model_final.pt)"
+        return
+    fi
+    local cmd=("$run" train --config tiny_cpu --out "$dir" --no-progress "$@")
+    if [ -d "$dir" ] && ls "$dir"/ckpt_*.pt >/dev/null 2>&1; then
+        cmd=("$run" train --resume "$dir" --no-progress)
+    fi
+    echo "[train_default] $name: ${cmd[*]}"
+    if [ "${DRY_RUN:-0}" != 1 ]; then
+        "${cmd[@]}"
+    fi
+}
+
+stage stage1_64
+stage stage2_96 model.init_from="$out/stage1_64/model_final.pt" \
+    train.lr=3e-4 train.warmup_iters=50 train.iterations=1500 data.crop=96
+stage stage3_128 model.init_from="$out/stage2_96/model_final.pt" \
+    train.lr=3e-4 train.warmup_iters=50 train.iterations=4500 train.seed=3 data.crop=128 data.batch=2
+stage stage4_128 model.init_from="$out/stage3_128/model_final.pt" \
+    train.lr=2e-4 train.warmup_iters=50 train.iterations=2400 train.seed=4 data.crop=128 data.batch=2
+
+if [ "${DRY_RUN:-0}" != 1 ]; then
+    cp "$out/stage4_128/model_final.pt" "$out/default_tiny.pt"
+    echo "[train_default] wrote $out/default_tiny.pt; evaluate it with:"
+    echo "  $run eval --model $out/default_tiny.pt --data synthetic --held-out --clips 36 --frames 6 --size 128 160 --out out/eval/heldout36"
+fi
