@@ -123,3 +123,16 @@ def test_lpips_from_local_files(tmp_path: Path) -> None:
     b = np.clip(a.astype(int) + 40, 0, 255).astype(np.uint8)
     assert lp(a, a) == 0.0
     assert lp(a, b) > 0
+
+
+def test_lpips_refuses_an_unreadable_or_pickled_weights_file(tmp_path: Path) -> None:
+    from rainmamba_core.eval.metrics import MetricError
+    from rainmamba_core.train.vgg import save_random_vgg
+    vgg = save_random_vgg(tmp_path / 'vgg16.pth', 'vgg16')
+    (tmp_path / 'cut.pth').write_bytes(b'PK\x03\x04 truncated download')
+    with pytest.raises(MetricError, match=r'cannot read the LPIPS linear weights .*cut\.pth'):
+        LPIPS(tmp_path / 'cut.pth', vgg)
+    torch.save({'lin0.model.1.weight': torch.nn.Conv2d(1, 1, 1)}, tmp_path / 'pickled.pth')  # a module object
+    with pytest.raises(MetricError, match='safe loader') as info:
+        LPIPS(tmp_path / 'pickled.pth', vgg)
+    assert 'weights_only=False' not in str(info.value)

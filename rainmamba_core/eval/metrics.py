@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from rainmamba_core.errors import RainMambaError
+from rainmamba_core.safe_load import safe_load
 
 
 class MetricError(RainMambaError, ValueError):
@@ -140,7 +141,7 @@ class LPIPS:
         if not Path(lin_path).is_file():
             raise MetricError(f'LPIPS linear weights {lin_path} not found (the lpips package\'s '
                               'weights/v0.1/vgg.pth)')
-        state = torch.load(str(lin_path), map_location='cpu', weights_only=True)
+        state = safe_load(lin_path, MetricError, 'the LPIPS linear weights', "the lpips package's v0.1 vgg.pth")
         try:
             self.lins = [state[f'lin{i}.model.1.weight'].float().to(device) for i in range(5)]
         except KeyError as exc:

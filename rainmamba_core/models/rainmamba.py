@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rainmamba_core.errors import RainMambaError, load_error_reason
+from rainmamba_core.errors import RainMambaError
+from rainmamba_core.safe_load import safe_load
 from rainmamba_core.models.config import RainMambaConfig
 from rainmamba_core.modules.blocks import MambaLayer
 from rainmamba_core.modules.convnext import ConvNeXt, ProjectionHead
@@ -347,11 +348,7 @@ def read_checkpoint(path: str | os.PathLike, map_location='cpu') -> tuple[dict[s
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint {path} does not exist (expected a .pt/.pth file)')
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, not a torch file ...
-        raise CheckpointError(f'cannot read checkpoint {path} (expected a complete .pt/.pth torch.save file): '
-                              f'{load_error_reason(exc)}') from exc
+    data = safe_load(path, CheckpointError, 'checkpoint', 'a complete .pt/.pth torch.save file', map_location)
     if not isinstance(data, dict):
         raise CheckpointError(f'checkpoint {path} holds a {type(data).__name__}, expected a dict')
     if data.get('format') == CHECKPOINT_FORMAT:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rainmamba_core.errors import RainMambaError, load_error_reason
+from rainmamba_core.errors import RainMambaError
+from rainmamba_core.safe_load import safe_load
 
 CKPT_PATTERN = re.compile(r'^ckpt_(\d{8,})\.pt$')
 
@@ -84,10 +85,7 @@ def unpack_rng(packed: dict[str, Any]) -> dict[str, Any]:
 
 def load_training_checkpoint(path: Path) -> dict[str, Any]:
     """The whole checkpoint dict; refuse files without ``train_state`` (weights-only files)."""
-    try:
-        data = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f'cannot read training checkpoint {path}: {load_error_reason(exc)}') from exc
+    data = safe_load(path, CheckpointError, 'training checkpoint')
     if not isinstance(data, dict) or 'train_state' not in data or 'state_dict' not in data:
         raise CheckpointError(f'{path} is not a training checkpoint (no train_state); to start a new '
                               f'run from its weights use model.init_from={path}')

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from rainmamba_core.errors import RainMambaError, load_error_reason
+from rainmamba_core.errors import RainMambaError
+from rainmamba_core.safe_load import safe_load
 
 # 'M' is a 2x2 max-pool; numbers are conv output channels (torchvision cfgs 'D' and 'E')
 CFGS = {
@@ -87,10 +88,7 @@ class VGGFeatures(nn.Module):
     def load(self, path: str | Path | None, what: str) -> None:
         if not path or not Path(path).is_file():
             raise VGGWeightsError(missing_weights_message(self.arch, path, what))
-        try:
-            state = torch.load(str(path), map_location='cpu', weights_only=True)
-        except Exception as exc:  # truncated download, a pickle of objects, not a torch file
-            raise VGGWeightsError(f'cannot read the {self.arch} weights {path}: {load_error_reason(exc)}') from exc
+        state = safe_load(path, VGGWeightsError, f'the {self.arch} weights')
         if isinstance(state, dict) and 'state_dict' in state and isinstance(state['state_dict'], dict):
             state = state['state_dict']
         wanted = self.features.state_dict()
