@@ -27,6 +27,7 @@ class RainMambaConfig:
     decoder_channels: int = 128        # channels before the first PixelShuffle (official: 128)
     causal: bool = False               # causal in time: frame-by-frame streaming with carried state
     residual_output: bool = False      # add the input frame to the output (official: False)
+    detail_channels: int = 0           # full-resolution detail head that sees the input frame (0: none, official)
     pad_multiple: int = 8              # H and W are padded (mirror) up to a multiple of this
     window: int = 5                    # frames per clip the model was trained on (windowed mode)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (not used by the network)
@@ -43,6 +44,8 @@ class RainMambaConfig:
         if self.pad_multiple % 8:
             raise ConfigError(f'pad_multiple must be a multiple of 8 (stride 4 encoder + stride 2 '
                               f'down/up path), got {self.pad_multiple}')
+        if self.detail_channels < 0:
+            raise ConfigError(f'detail_channels must be >= 0 (0: no detail head), got {self.detail_channels}')
         for name in ('num_features', 'd_state', 'd_conv', 'expand', 'window'):
             if getattr(self, name) < 1:
                 raise ConfigError(f'{name} must be >= 1, got {getattr(self, name)}')

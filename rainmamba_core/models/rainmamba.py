@@ -111,6 +111,9 @@ class RainMamba(nn.Module):
         self.conv_before_upsample2 = nn.Conv3d(dc // 4, dc // 2, (1, 3, 3), padding=(0, 1, 1))
         self.upsample2 = nn.PixelShuffle(2)
         self.conv_last = nn.Conv3d(dc // 8, 3, (1, 3, 3), padding=(0, 1, 1))
+        # The stride-4 stem sees a 4x4 patch through encoder_channels[0] values, so thin streaks
+        # blur out of the features; the detail head looks at the input frame itself at full resolution.
+        self.detail = DetailHead(dc // 8, cfg.detail_channels) if cfg.detail_channels else None
 
         def pair(name: str, dim: int) -> list[str]:
             kw = dict(d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, mlp_ratio=cfg.mlp_ratio)
@@ -136,13 +139,16 @@ class RainMamba(nn.Module):
         f = self.refine(f) + f
         return f.view(batch, frames, *f.shape[1:])
 
-    def _decode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, h, w) -> (B, T, 3, 4h, 4w); per frame (all kernels are 1 in time)."""
+    def _decode(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, h, w) features, (B, T, 3, 4h, 4w) padded input -> (B, T, 3, 4h, 4w); per frame."""
         x = self.conv_before_upsample1(x)
         x = self.upsample1(x.transpose(1, 2)).transpose(1, 2)
         x = self.conv_before_upsample2(x)
         x = self.upsample2(x.transpose(1, 2)).transpose(1, 2)
-        return self.conv_last(x).transpose(1, 2)
+        out = self.conv_last(x).transpose(1, 2)
+        if self.detail is not None:
+            out = out + self.detail(x.transpose(1, 2), frames)
+        return out
 
     def _down(self, x: torch.Tensor, causal: bool, cache, want_cache: bool):
         """(B, T, C, h, w) -> (B, T, 2C, h/2, w/2)."""
@@ -218,7 +224,7 @@ class RainMamba(nn.Module):
         f = layers(self.stage_low, f, small)
         g, c2 = self._up(f, causal, cache('upconv2.cache'), return_state)
         g = layers(self.stage_high2, g.transpose(1, 2), large).transpose(1, 2)
-        out = self._decode(g)[..., :height, :width]
+        out = self._decode(g, x)[..., :height, :width]
         if self.config.residual_output:
             out = out + clip
         if return_state:
@@ -337,9 +343,32 @@ class RainMamba(nn.Module):
         self.load_state_dict(state_dict, strict=True)
 
 
+class DetailHead(nn.Module):
+    """Full-resolution correction from the decoder's last features and the input frame.
+
+    Two 3x3 conv + GELU layers over [features, frame], then a 3x3 conv to RGB whose weights start at
+    zero, so adding the head to a trained model leaves its output unchanged until fine-tuning moves it.
+    Per frame (no temporal state), so streaming and export are unaffected.
+    """
+
+    def __init__(self, feat_channels: int, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(feat_channels + 3, channels, 3, padding=1), nn.GELU(),
+                                  nn.Conv2d(channels, channels, 3, padding=1), nn.GELU())
+        self.out = nn.Conv2d(channels, 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) features, (B, T, 3, H, W) frames -> (B, T, 3, H, W) correction."""
+        y = self.out(self.body(torch.cat([feats, frames], dim=2).flatten(0, 1)))
+        return y.view(*frames.shape)
+
+
 def _config_summary(cfg: RainMambaConfig) -> str:
     return (f'num_features={cfg.num_features}, encoder_channels={cfg.encoder_channels}, '
-            f'blocks=({cfg.blocks_high1},{cfg.blocks_low},{cfg.blocks_high2}), causal={cfg.causal}')
+            f'blocks=({cfg.blocks_high1},{cfg.blocks_low},{cfg.blocks_high2}), causal={cfg.causal}'
+            + (f', detail_channels={cfg.detail_channels}' if cfg.detail_channels else ''))
 
 
 def read_checkpoint(path: str | os.PathLike, map_location='cpu') -> tuple[dict[str, torch.Tensor],

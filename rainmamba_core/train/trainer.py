@@ -79,7 +79,14 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     model = RainMamba(model_cfg)
     if cfg.model.init_from:
         source = RainMamba.from_checkpoint(expand_path(cfg.model.init_from))
-        model.load_state_dict_strict(source.state_dict(), source=cfg.model.init_from)
+        weights = source.state_dict()
+        if model.detail is not None and source.detail is None:
+            # Growing a trained model by the detail head: everything else must still match exactly.
+            fresh = {k: v for k, v in model.state_dict().items() if k.startswith('detail.')}
+            weights.update(fresh)
+            log.info('model.init_from %s has no detail head: adding a fresh one (%d parameters, zero output '
+                     'at the start)', cfg.model.init_from, sum(v.numel() for v in fresh.values()))
+        model.load_state_dict_strict(weights, source=cfg.model.init_from)
     return model
 
 

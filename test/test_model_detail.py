@@ -1,0 +1,92 @@
+"""The full-resolution detail head: off in the authors' layout, zero output when added to a
+trained model, trained like any other part, and streamable (per frame, no state)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rainmamba_core.models.config import ConfigError
+from rainmamba_core.models.rainmamba import CheckpointError, RainMamba, RainMambaConfig
+from rainmamba_core.train.config import config_from_dict
+from rainmamba_core.train.trainer import build_model
+
+
+def _cfg(init_from: Path, detail: int) -> object:
+    return config_from_dict({
+        'model': {'preset': 'tiny', 'causal': True, 'init_from': str(init_from),
+                  'overrides': {'detail_channels': detail}},
+        'data': {'kind': 'synthetic', 'clean_roots': ['unused'], 'frames': 2, 'crop': 32, 'batch': 1},
+        'train': {'device': 'cpu'}})
+
+
+def test_official_and_plain_tiny_have_no_detail_head() -> None:
+    assert RainMambaConfig.official().detail_channels == 0
+    model = RainMamba(RainMambaConfig.tiny())
+    assert model.detail is None
+    assert not any(k.startswith('detail.') for k in model.state_dict())
+
+
+def test_negative_detail_channels_is_refused() -> None:
+    with pytest.raises(ConfigError, match='detail_channels must be >= 0'):
+        RainMambaConfig.tiny(detail_channels=-1)
+
+
+def test_growing_a_trained_model_keeps_its_output_until_trained(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = RainMamba(RainMambaConfig.tiny()).eval()
+    source.save_checkpoint(tmp_path / 'source.pt')
+    grown = build_model(_cfg(tmp_path / 'source.pt', 8)).eval()
+    assert grown.detail is not None
+    clip = torch.rand(1, 2, 3, 40, 48)
+    with torch.no_grad():
+        assert torch.equal(grown(clip), source(clip))  # the head's last conv starts at zero
+
+    # One optimiser step on a loss moves the head, and then the output.
+    opt = torch.optim.SGD(grown.detail.parameters(), lr=0.1)
+    loss = (grown(clip) - clip.flip(-1)).abs().mean()
+    loss.backward()
+    assert grown.detail.out.weight.grad.abs().sum() > 0
+    opt.step()
+    with torch.no_grad():
+        assert (grown(clip) - source(clip)).abs().max() > 1e-4
+
+
+def test_init_from_a_model_of_another_shape_is_still_refused(tmp_path: Path) -> None:
+    # Only the detail head may be added; a different decoder width must still fail with the keys listed.
+    RainMamba(RainMambaConfig.tiny(decoder_channels=64)).save_checkpoint(tmp_path / 'other.pt')
+    with pytest.raises(CheckpointError, match='mis-shaped keys'):
+        build_model(_cfg(tmp_path / 'other.pt', 8))
+
+
+def test_detail_checkpoint_round_trips_and_a_plain_model_refuses_it(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = RainMamba(RainMambaConfig.tiny(detail_channels=8)).eval()
+    torch.nn.init.normal_(model.detail.out.weight, std=0.05)
+    model.save_checkpoint(tmp_path / 'detail.pt')
+    loaded = RainMamba.from_checkpoint(tmp_path / 'detail.pt').eval()
+    assert loaded.config.detail_channels == 8
+    clip = torch.rand(1, 2, 3, 32, 40)
+    with torch.no_grad():
+        assert torch.equal(loaded(clip), model(clip))
+    with pytest.raises(CheckpointError, match=r'unexpected keys \(6\): detail\.body'):
+        RainMamba.from_checkpoint(tmp_path / 'detail.pt', config=RainMambaConfig.tiny())
+
+
+@pytest.mark.parametrize('height,width', [(40, 56), (50, 66)])  # 50x66: padded, then cropped back
+def test_stepping_a_detail_model_equals_the_whole_clip(height: int, width: int) -> None:
+    torch.manual_seed(2)
+    model = RainMamba(RainMambaConfig.tiny(detail_channels=8)).eval()
+    torch.nn.init.normal_(model.detail.out.weight, std=0.05)
+    clip = torch.rand(2, 4, 3, height, width)
+    with torch.no_grad():
+        full = model(clip)
+        state = model.init_state(2, height, width)
+        outs = []
+        for t in range(clip.shape[1]):
+            out, state = model.step(clip[:, t], state)
+            outs.append(out)
+    rel = ((torch.stack(outs, 1) - full).norm() / full.norm()).item()
+    # Same bound and reason as test_model_causal: the same ops in the same order up to conv batching.
+    assert rel <= 1e-5
