@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rainmamba_core.train.losses import (build_dcl_loss, build_perceptual_loss, charbonnier_loss,
-                                         dcl_distances)
+from rainmamba_core.train.losses import (LossError, build_dcl_loss, build_perceptual_loss, charbonnier_loss,
+                                         dcl_distances, psnr_loss)
 from rainmamba_core.train.vgg import VGGFeatures, VGGWeightsError, make_features, save_random_vgg
 
 
@@ -27,6 +27,28 @@ def test_charbonnier_values() -> None:
     y = x.clone().requires_grad_(True)
     charbonnier_loss(y, x + 0.1).backward()
     assert y.grad is not None and y.grad.abs().sum() > 0
+
+
+def test_psnr_loss_is_minus_the_mean_frame_psnr() -> None:
+    x = torch.rand(1, 2, 3, 8, 8)
+    assert psnr_loss(x, x).item() == pytest.approx(-100.0)  # capped by eps = 1e-10
+    # frame 0 off by 0.1 everywhere (MSE 1e-2, 20 dB), frame 1 by 0.01 (MSE 1e-4, 40 dB):
+    # the loss is minus the mean of the frame PSNRs, -30 dB, not minus the PSNR of the mean MSE (-23 dB).
+    y = x.clone()
+    y[:, 0] += 0.1
+    y[:, 1] += 0.01
+    assert psnr_loss(y, x).item() == pytest.approx(-30.0, abs=1e-3)  # float32 rounding of the offsets
+    assert psnr_loss(x + 0.2, x) > psnr_loss(x + 0.1, x)
+    # A relative improvement counts the same on a clean frame as on a bad one (log of the error):
+    # halving the error of either frame lowers the loss by the same 6.02 dB / 2 frames.
+    better0, better1 = y.clone(), y.clone()
+    better0[:, 0] -= 0.05
+    better1[:, 1] -= 0.005
+    drop0 = (psnr_loss(y, x) - psnr_loss(better0, x)).item()
+    drop1 = (psnr_loss(y, x) - psnr_loss(better1, x)).item()
+    assert drop0 == pytest.approx(drop1, abs=1e-2) and drop0 == pytest.approx(3.01, abs=1e-2)
+    with pytest.raises(LossError, match='same shape'):
+        psnr_loss(x, x[:, :1])
 
 
 def test_vgg_layout_matches_torchvision_keys() -> None:

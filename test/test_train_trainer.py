@@ -230,3 +230,20 @@ def test_criterion_with_perceptual_and_dcl_calls_each_loss(tmp_path):
     total, parts = crit(out, gt, lq, step=10)
     assert set(parts) >= {'charbonnier', 'perceptual', 'dcl'}
     assert torch.isfinite(total) and all(torch.isfinite(v) for v in parts.values())
+
+
+def test_psnr_loss_term_is_weighted_and_logged(tmp_path: Path) -> None:
+    cfg = make_cfg(iterations=2)
+    cfg.loss.charbonnier, cfg.loss.psnr = 1.0, 0.01
+    trainer = Trainer(cfg, run_dir=tmp_path / 'r', train_set=ToyRain(), progress=False)
+    batch = {k: v.unsqueeze(0) for k, v in ToyRain()[0].items() if k != 'key'}
+    with torch.no_grad():
+        out = trainer.model(batch['lq'])
+    total, parts = trainer.criterion(out, batch['gt'], batch['lq'], 0)
+    assert set(parts) == {'charbonnier', 'psnr'}
+    assert parts['psnr'].item() < 0  # minus a PSNR in dB
+    # abs 1e-6: a float32 sum of terms of size ~0.1 (the two terms nearly cancel here, so no rel bound)
+    assert total.item() == pytest.approx(parts['charbonnier'].item() + 0.01 * parts['psnr'].item(), abs=1e-6)
+    trainer.train()
+    rows = csv_rows(tmp_path / 'r' / 'train_log.csv')
+    assert float(rows[-1]['psnr']) < 0

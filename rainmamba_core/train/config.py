@@ -73,6 +73,7 @@ class LossConfig:
     charbonnier: float = 1.0
     perceptual: float = 0.0         # VGG16 to relu3_3, MSE (authors: 0.3)
     dcl: float = 0.0                # difference-guided dynamic contrastive locality (authors: 0.1)
+    psnr: float = 0.0               # minus the per-frame PSNR in dB (the eval metric; not the authors')
     vgg16_path: str | None = None   # torchvision-layout VGG16 state_dict (perceptual)
     vgg19_path: str | None = None   # torchvision-layout VGG19 state_dict (DCL)
     options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the losses
@@ -169,10 +170,11 @@ class TrainConfig:
             raise ConfigError('data.kind=synthetic needs data.clean_roots '
                               '(a list of folders with clean frames)')
         for weight, key in ((self.loss.charbonnier, 'loss.charbonnier'),
-                            (self.loss.perceptual, 'loss.perceptual'), (self.loss.dcl, 'loss.dcl')):
+                            (self.loss.perceptual, 'loss.perceptual'), (self.loss.dcl, 'loss.dcl'),
+                            (self.loss.psnr, 'loss.psnr')):
             if weight < 0 or not math.isfinite(weight):
                 raise ConfigError(f'{key}={weight}: expected a finite weight >= 0')
-        if self.loss.charbonnier + self.loss.perceptual + self.loss.dcl <= 0:
+        if self.loss.charbonnier + self.loss.perceptual + self.loss.dcl + self.loss.psnr <= 0:
             raise ConfigError('all loss weights are 0; set loss.charbonnier (or another) > 0')
 
 

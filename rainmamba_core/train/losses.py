@@ -86,6 +86,24 @@ def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-1
     raise LossError(f"reduction={reduction!r}: expected 'mean', 'sum' or 'none'")
 
 
+def psnr_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Minus the PSNR in dB of [0, 1] images, per frame then averaged: ``mean(10 log10(MSE + eps))``.
+
+    The evaluation metric as a loss. PSNR is a log of the error, so each frame's *relative*
+    improvement counts the same: a nearly clean light-rain frame matters as much as a storm frame,
+    where Charbonnier is dominated by the frames with the largest errors. ``eps`` caps a perfect
+    frame at 100 dB (the value of identical images is ``10 log10(eps)`` = -100, the minimum).
+
+    Args:
+        pred, target: (B, T, 3, H, W) or (N, 3, H, W).
+    """
+    if pred.shape != target.shape:
+        raise LossError(f'psnr_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} '
+                        'must have the same shape')
+    mse = ((_frames(pred) - _frames(target)) ** 2).flatten(1).mean(1)
+    return (10.0 * torch.log10(mse + eps)).mean()
+
+
 def _frames(x: torch.Tensor) -> torch.Tensor:
     """(B, T, 3, H, W) or (N, 3, H, W) -> (N, 3, H, W)."""
     if x.dim() == 5:

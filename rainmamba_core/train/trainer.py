@@ -139,7 +139,7 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 class Criterion:
-    """The ground-truth loss: weighted sum of Charbonnier, perceptual and DCL terms.
+    """The ground-truth loss: weighted sum of Charbonnier, PSNR, perceptual and DCL terms.
 
     Call: ``criterion(out, gt, lq, step) -> (total, {name: value})``, all ``(B, T, 3, H, W)``.
     """
@@ -153,6 +153,8 @@ class Criterion:
         if cfg.loss.charbonnier > 0:
             self.terms.append(('charbonnier', cfg.loss.charbonnier,
                                lambda out, gt, lq, step: L.charbonnier_loss(out, gt)))
+        if cfg.loss.psnr > 0:
+            self.terms.append(('psnr', cfg.loss.psnr, lambda out, gt, lq, step: L.psnr_loss(out, gt)))
         if cfg.loss.perceptual > 0:
             module = L.build_perceptual_loss(
                 expand_path(cfg.loss.vgg16_path) if cfg.loss.vgg16_path else None,
