@@ -3,8 +3,9 @@
 #
 #   scripts/train_default.sh [OUT_DIR]        (default OUT_DIR: runs/default_tiny)
 #
-# Four stages of `rainmamba train --config tiny_cpu`, each starting from the previous stage's
-# model_final.pt with larger crops (64² -> 96² -> 128² -> 128²). About 4 h on an idle 2-core CPU
+# Six stages of `rainmamba train --config tiny_cpu`, each starting from the previous stage's
+# model_final.pt: larger crops (64² -> 96² -> 128² -> 128²), then the detail head (stage 5) and
+# the PSNR loss (stage 6). About 6 h on an idle 2-core CPU
 # (stage times in the model card); keep other CPU work off the machine meanwhile. Re-running the
 # script skips finished stages and resumes an interrupted one exactly from its last checkpoint.
 # The result is OUT_DIR/default_tiny.pt (the same file format as the bundled one).
@@ -40,9 +41,15 @@ stage stage3_128 model.init_from="$out/stage2_96/model_final.pt" \
     train.lr=3e-4 train.warmup_iters=50 train.iterations=4500 train.seed=3 data.crop=128 data.batch=2
 stage stage4_128 model.init_from="$out/stage3_128/model_final.pt" \
     train.lr=2e-4 train.warmup_iters=50 train.iterations=2400 train.seed=4 data.crop=128 data.batch=2
+# Stage 5 grows the model by the full-resolution detail head (zero output at the start);
+# stage 6 adds the PSNR loss, which weights light rain as much as storm.
+stage stage5_detail model.init_from="$out/stage4_128/model_final.pt" model.overrides.detail_channels=24 \
+    train.lr=3e-4 train.warmup_iters=100 train.iterations=5000 train.seed=5 data.crop=128 data.batch=2
+stage stage6_psnr model.init_from="$out/stage5_detail/model_final.pt" model.overrides.detail_channels=24 \
+    loss.psnr=0.01 train.lr=2e-4 train.warmup_iters=50 train.iterations=2700 train.seed=6 data.crop=128 data.batch=2
 
 if [ "${DRY_RUN:-0}" != 1 ]; then
-    cp "$out/stage4_128/model_final.pt" "$out/default_tiny.pt"
+    cp "$out/stage6_psnr/model_final.pt" "$out/default_tiny.pt"
     echo "[train_default] wrote $out/default_tiny.pt; evaluate it with:"
     echo "  $run eval --model $out/default_tiny.pt --data synthetic --held-out --clips 36 --frames 6 --size 128 160 --out out/eval/heldout36"
 fi
