@@ -694,7 +694,14 @@ def test_compressed_input_and_default_qos(ros_env: dict[str, str], tmp_path: Pat
         msg.header.frame_id = 'cam'
         bad = CompressedImage(format='jpeg')
         bad.data = b'definitely not a jpeg'
-        client.compressed_pub.publish(bad)
+        # The node keeps only the newest frame per camera, so a good frame sent right behind the bad
+        # one may replace it before it is decoded: wait until the bad one is counted, then send the good.
+        deadline = time.monotonic() + START_TIMEOUT
+        rejected = 0
+        while rejected < 1 and time.monotonic() < deadline:
+            client.compressed_pub.publish(bad)
+            rejected = int(client.diag('/image/compressed').get('rejected.decode', 0))
+        assert rejected >= 1, 'the undecodable frame was never counted in rejected.decode'
         client.compressed_pub.publish(msg)
         out = client.wait_frame('', msg.header.stamp)
         assert out.encoding == 'rgb8' and out.header.frame_id == 'cam'
