@@ -304,13 +304,15 @@ def test_fast_publisher_keeps_latency_bounded_and_counts_drops(
         shared_node: tuple[NodeProcess, Client]) -> None:
     node, client = shared_node
     # Measure the inference time first (warm stream, same size).
-    for i in range(2):
+    for i in range(4):
         sent = client.publish(rainy(10 + i), 'rgb8', info=False)
         client.wait_frame('', sent.header.stamp)
     before = client.diag('/image')
     infer_s = float(before['inference_p50_ms']) / 1e3
     assert infer_s > 0
-    period = infer_s / 3.0          # three times faster than inference
+    # Six times faster than the measured inference: the median of the first few frames can be
+    # inflated by warm-up (a CI run measured it high enough that the node kept up at /3).
+    period = infer_s / 6.0
     n_send = 24
     client.received[''].clear()
     stamps = []
