@@ -5,7 +5,7 @@
 #
 # Six stages of `rainmamba train --config tiny_cpu`, each starting from the previous stage's
 # model_final.pt: larger crops (64² -> 96² -> 128² -> 128²), then the detail head (stage 5) and
-# the PSNR loss (stage 6). About 6 h on an idle 2-core CPU
+# the PSNR loss (stage 6). About 5.2 h on an idle 2-core CPU
 # (stage times in the model card); keep other CPU work off the machine meanwhile. Re-running the
 # script skips finished stages and resumes an interrupted one exactly from its last checkpoint.
 # The result is OUT_DIR/default_tiny.pt (the same file format as the bundled one).
