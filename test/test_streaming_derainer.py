@@ -17,7 +17,7 @@ def model() -> RainMamba:
 
 
 def _derainer(model: RainMamba, **kw) -> Derainer:
-    return Derainer(_backend=TorchBackend(model, device='cpu'), **kw)
+    return Derainer(backend=TorchBackend(model, device='cpu'), **kw)
 
 
 def _frames(n: int, h: int = 32, w: int = 40, seed: int = 0) -> list[np.ndarray]:
@@ -113,7 +113,7 @@ def test_bad_configuration_is_refused(model):
         _derainer(model, mode='fast')
     official = RainMamba(RainMambaConfig.tiny(causal=False))
     with pytest.raises(DerainerError, match='windowed'):
-        Derainer(_backend=TorchBackend(official, device='cpu'), mode='streaming')
+        Derainer(backend=TorchBackend(official, device='cpu'), mode='streaming')
     with pytest.raises(BackendError, match='needs a CUDA device'):
         TorchBackend(model, device='cpu', precision='fp16')
     if not torch.cuda.is_available():

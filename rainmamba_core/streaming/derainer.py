@@ -24,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from rainmamba_core.backends.base import Backend
 from rainmamba_core.errors import RainMambaError
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,10 @@ class Derainer:
         mode: 'streaming' (causal model, one step per frame, constant cost) or 'windowed'
             (the last `window` frames re-run for every new frame; works with official weights).
         device: 'auto' | 'cpu' | 'cuda' | 'cuda:N'.
-        backend: 'torch' | 'onnxruntime'.
+        backend: 'torch' | 'onnxruntime', or a ready backend object (the `Backend` interface of
+            rainmamba_core.backends.base: a TorchBackend over a model in memory, or a stand-in
+            whose output is a known function of its input, as the tests use); model_path,
+            device and precision are then not used.
         precision: 'fp32' | 'fp16' | 'bf16' (half precisions on CUDA only).
         window: frames per clip in windowed mode (default: the model's own).
         max_size: when > 0, frames whose long side exceeds it are derained downscaled and the
@@ -80,13 +84,14 @@ class Derainer:
     """
 
     def __init__(self, model_path: str | Path | None = None, mode: str = 'streaming', device: str = 'auto',
-                 backend: str = 'torch', precision: str = 'fp32', window: int | None = None, max_size: int = 0,
-                 gap_reset_s: float = 1.0, _backend: Any = None):
+                 backend: str | Backend = 'torch', precision: str = 'fp32', window: int | None = None,
+                 max_size: int = 0, gap_reset_s: float = 1.0):
         if mode not in MODES:
             raise DerainerError(f"mode '{mode}' is not one of {', '.join(MODES)}")
         if max_size < 0 or gap_reset_s <= 0:
             raise DerainerError(f'max_size must be >= 0 and gap_reset_s > 0 (got {max_size}, {gap_reset_s})')
-        self._backend = _backend or load_backend(model_path, backend, device, precision)
+        self._backend = (load_backend(model_path, backend, device, precision) if isinstance(backend, str)
+                         else backend)
         if mode == 'streaming' and not self._backend.streaming:
             raise DerainerError(f'{model_path or "the model"} is an official (non-causal) model: it cannot stream '
                                 "frame by frame; use mode='windowed'")
