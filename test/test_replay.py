@@ -520,3 +520,71 @@ def test_bench_replay_writes_table_and_json(tmp_path: Path,
     assert saved['rows'] == result['rows']
     assert {r['stage'] for r in saved['rows']} >= {'inference', 'replay (pipelined)'}
     assert 'frames/s' in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- pixels, end to end
+def test_replay_pixels_are_the_known_transform_of_each_topics_input(tmp_path: Path) -> None:
+    """Bytes written by hand, a stand-in model with a known output, bytes read back by hand.
+
+    The tests above compare the output with what the Derainer returned, re-encoded with the same
+    conversions, so a channel swap before the model (or on both sides of bgr8) passes them. Here
+    each topic has its own pictures and encoding; every output pixel must be colour_rotate of
+    that topic's own input frame (cross-wired topics, an R/B swap or a crop all show).
+    """
+    from pixel_standin import ColourRotateBackend, colour_rotate, decode_by_hand, encode_by_hand, scene
+
+    h, w, n = 24, 40, 3
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    T = store.types
+    raw_topics = {'/front/image_raw': 'bgr8', '/rear/image_raw': 'rgb8', '/top/image_raw': 'bgra8'}
+    png_topic = '/side/image_raw/compressed'
+    sent: dict[tuple[str, int], np.ndarray] = {}
+    src = tmp_path / 'pixels'
+    with Writer2(src, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conns = {t: writer.add_connection(t, 'sensor_msgs/msg/Image', typestore=store)
+                 for t in raw_topics}
+        conns[png_topic] = writer.add_connection(png_topic, 'sensor_msgs/msg/CompressedImage',
+                                                 typestore=store)
+        for i in range(n):
+            t = T0 + i * FRAME_DT
+            header = T['std_msgs/msg/Header'](
+                stamp=T['builtin_interfaces/msg/Time'](sec=t // 10**9, nanosec=t % 10**9),
+                frame_id='cam')
+            for k, (topic, enc) in enumerate(raw_topics.items()):
+                rgb = np.roll(scene(10 * k + i, h, w), 9 * k, axis=1)  # each topic its own picture
+                sent[(topic, t)] = rgb
+                data, step = encode_by_hand(rgb, enc)
+                msg = T['sensor_msgs/msg/Image'](header=header, height=h, width=w, encoding=enc,
+                                                 is_bigendian=0, step=step,
+                                                 data=np.frombuffer(data, np.uint8))
+                writer.write(conns[topic], t, store.serialize_cdr(msg, 'sensor_msgs/msg/Image'))
+            rgb = scene(100 + i, h, w)[::-1]
+            sent[(png_topic, t)] = rgb
+            ok, png = cv2.imencode('.png', rgb[..., ::-1])  # OpenCV writes BGR arrays: lossless
+            assert ok
+            msg = T['sensor_msgs/msg/CompressedImage'](header=header,
+                                                       format='bgr8; png compressed bgr8',
+                                                       data=png.reshape(-1))
+            writer.write(conns[png_topic], t,
+                         store.serialize_cdr(msg, 'sensor_msgs/msg/CompressedImage'))
+
+    backend = ColourRotateBackend()
+    topics = list(raw_topics) + [png_topic]
+    summary = replay_bag(src, tmp_path / 'out', topics, derainer=Derainer(backend=backend),
+                         progress=False)
+    assert summary.frames == dict.fromkeys(topics, n)
+    assert backend.batches == [len(topics)] * n  # equal sizes: every time step one batch
+    out = read_bag(tmp_path / 'out')
+    for topic in topics:
+        compressed = topic == png_topic
+        frames = out[derained_topic(topic, compressed)]
+        assert len(frames) == n, topic
+        encoding = 'bgr8' if compressed else raw_topics[topic]  # the source encoding of the png
+        for t, _, m in frames:
+            assert (m.encoding, m.height, m.width) == (encoding, h, w), topic
+            got = decode_by_hand(m.data, m.height, m.width, m.step, encoding)
+            np.testing.assert_array_equal(got, colour_rotate(sent[(topic, t)]),
+                                          err_msg=f'{topic} at {t}')
+            if encoding.endswith('a8'):  # alpha passes through: opaque in, opaque out
+                alpha = np.frombuffer(bytes(m.data), np.uint8).reshape(h, m.step)[:, 3::4]
+                assert (alpha == 255).all()
