@@ -11,12 +11,26 @@ Reset rules (each counted in `counters['resets']`):
 * size_change   -- the frame size changed;
 * non_finite    -- the carried state stopped being finite (logged as a warning); that frame is
                    passed through unchanged.
+The stamp rules compare the stamps given to `process`, so they hold when every frame the camera
+sent is processed (bag replay, offline). A caller that skips frames (the ROS node keeps only the
+newest) judges breaks on the stamps it *received* with `timeline.StampTimeline`, passes no
+stamp, and calls `reset(stream_id, reason)` itself. Resets are logged at most once per
+`log_every_s` and reason, with the number not logged since.
+
+Bounds: an entry per stream id is kept for at most `max_streams` streams (least recently used
+forgotten first) and forgotten after `stream_idle_s` without a frame (`counters['expired']`).
+Frames whose pixel count exceeds `max_pixels` (or whose long side exceeds `max_size`) are derained
+downscaled and resized back; `max_pixels=-1` picks the device's budget (`CPU_PIXEL_BUDGET` on the
+CPU, none on CUDA). Frames below `MIN_SIZE` on either side are refused.
 """
 from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +40,16 @@ import numpy as np
 
 from rainmamba_core.backends.base import Backend
 from rainmamba_core.errors import RainMambaError
+from rainmamba_core.streaming.timeline import StampTimeline
 
 log = logging.getLogger(__name__)
 
 RESET_REASONS = ('request', 'time_backwards', 'gap', 'size_change', 'non_finite')
 MODES = ('streaming', 'windowed')
+MIN_SIZE = 8                  # smallest frame side the model takes (its patch embedding)
+# Pixels a CPU derains per frame by default when max_pixels=-1 (auto): 640x480 takes about 1 s
+# and 0.75 GB with the bundled model on 2 cores; 1920x1080 took 50 s and 4.25 GB at full size.
+CPU_PIXEL_BUDGET = 640 * 480
 
 
 class DerainerError(RainMambaError, ValueError):
@@ -39,11 +58,13 @@ class DerainerError(RainMambaError, ValueError):
 
 @dataclass
 class _Stream:
+    timeline: StampTimeline                      # stamps given to process()
     size: tuple[int, int] | None = None          # (H, W) of the frames as received
-    last_stamp: int | None = None
     state: Any = None                            # backend state handle (streaming)
     window: collections.deque = field(default_factory=collections.deque)  # recent frames (windowed)
     frames: int = 0
+    last_used: float = 0.0                       # monotonic time of the last frame
+    downscale_said: tuple[int, int] | None = None  # input size whose downscale was logged
 
 
 def load_backend(model_path: str | Path | None, backend: str, device: str, precision: str):
@@ -80,16 +101,28 @@ class Derainer:
         window: frames per clip in windowed mode (default: the model's own).
         max_size: when > 0, frames whose long side exceeds it are derained downscaled and the
             result is resized back to the input size.
+        max_pixels: when > 0, frames with more pixels than this are derained downscaled (aspect
+            kept) and resized back; -1 = the device's budget (CPU_PIXEL_BUDGET on the CPU, no
+            limit on CUDA); 0 = no limit.
         gap_reset_s: reset a stream when consecutive stamps are further apart than this.
+        max_streams: keep state for at most this many stream ids (least recently used dropped).
+        stream_idle_s: forget a stream that got no frame for this long (s).
+        log_every_s: log resets at most once per this many seconds and reason.
+        clock: monotonic seconds for the idle and log bounds (tests pass a fake one).
     """
 
     def __init__(self, model_path: str | Path | None = None, mode: str = 'streaming', device: str = 'auto',
                  backend: str | Backend = 'torch', precision: str = 'fp32', window: int | None = None,
-                 max_size: int = 0, gap_reset_s: float = 1.0):
+                 max_size: int = 0, gap_reset_s: float = 1.0, max_pixels: int = 0, max_streams: int = 64,
+                 stream_idle_s: float = 300.0, log_every_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
         if mode not in MODES:
             raise DerainerError(f"mode '{mode}' is not one of {', '.join(MODES)}")
         if max_size < 0 or gap_reset_s <= 0:
             raise DerainerError(f'max_size must be >= 0 and gap_reset_s > 0 (got {max_size}, {gap_reset_s})')
+        if max_pixels < -1 or max_streams < 1 or stream_idle_s <= 0:
+            raise DerainerError(f'max_pixels must be >= -1 (-1 = auto, 0 = no limit), max_streams >= 1 and '
+                                f'stream_idle_s > 0 (got {max_pixels}, {max_streams}, {stream_idle_s})')
         self._backend = (load_backend(model_path, backend, device, precision) if isinstance(backend, str)
                          else backend)
         if mode == 'streaming' and not self._backend.streaming:
@@ -100,11 +133,21 @@ class Derainer:
         if self.window < 1:
             raise DerainerError(f'window must be >= 1, got {self.window}')
         self.max_size = int(max_size)
+        self.max_pixels_auto = max_pixels == -1
+        if self.max_pixels_auto:
+            max_pixels = 0 if 'cuda' in str(self._backend.device).lower() else CPU_PIXEL_BUDGET
+        self.max_pixels = int(max_pixels)
         self.gap_ns = int(gap_reset_s * 1e9)
-        self._streams: dict[str, _Stream] = {}
+        self.max_streams = int(max_streams)
+        self.stream_idle_s = float(stream_idle_s)
+        self.log_every_s = float(log_every_s)
+        self._clock = clock
+        self._streams: collections.OrderedDict[str, _Stream] = collections.OrderedDict()  # LRU first
         self._lock = threading.RLock()
         self._frames = 0
+        self._expired = 0
         self._resets = dict.fromkeys(RESET_REASONS, 0)
+        self._reset_log: dict[str, tuple[float, int]] = {}  # reason -> (last logged, not logged since)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -116,18 +159,45 @@ class Derainer:
         return self._backend.device
 
     @property
+    def min_size(self) -> int:
+        """The smallest frame side (px) `process` accepts."""
+        return MIN_SIZE
+
+    @property
+    def size_bound(self) -> str:
+        """One line saying how frame sizes are bounded (for a start-up log)."""
+        parts = []
+        if self.max_pixels:
+            side = f' (e.g. {round(math.sqrt(self.max_pixels * 4 / 3))}x{round(math.sqrt(self.max_pixels * 3 / 4))})'
+            how = f'auto on {self.device}' if self.max_pixels_auto else 'max_pixels'
+            parts.append(f'more than {self.max_pixels:,} pixels{side} [{how}]')
+        if self.max_size:
+            parts.append(f'a long side above {self.max_size} px [max_size]')
+        if not parts:
+            why = f'auto on {self.device}' if self.max_pixels_auto else 'max_pixels=0, max_size=0'
+            return f'frames are derained at full resolution, whatever their size ({why})'
+        return f"frames with {' or '.join(parts)} are derained downscaled and resized back"
+
+    @property
     def counters(self) -> dict[str, Any]:
         with self._lock:
-            return {'frames': self._frames, 'resets': dict(self._resets), 'streams': len(self._streams)}
+            return {'frames': self._frames, 'resets': dict(self._resets), 'streams': len(self._streams),
+                    'expired': self._expired}
 
     # ------------------------------------------------------------------ public API
-    def reset(self, stream_id: str | None = None) -> None:
-        """Forget the state of one stream (or of all streams when None)."""
+    def reset(self, stream_id: str | None = None, reason: str = 'request', detail: str = '') -> None:
+        """Forget the state of one stream (or of all streams when None).
+
+        reason: one of RESET_REASONS, counted under it (a caller that judges stamp breaks itself
+        passes 'gap' or 'time_backwards'); detail: a few words for the log line.
+        """
+        if reason not in RESET_REASONS:
+            raise DerainerError(f"reset reason '{reason}' is not one of {', '.join(RESET_REASONS)}")
         with self._lock:
             ids = list(self._streams) if stream_id is None else [stream_id]
             for sid in ids:
                 if sid in self._streams:
-                    self._reset(sid, 'request')
+                    self._reset(sid, reason, detail)
 
     def process(self, stream_id: str, frame: np.ndarray, stamp_ns: int | None = None) -> np.ndarray:
         """Derain one frame of one stream: (H, W, 3) uint8 RGB in and out."""
@@ -139,6 +209,7 @@ class Derainer:
         if len(set(ids)) != len(ids):
             raise DerainerError(f'process_batch got stream ids {ids}: each stream may appear once per batch')
         with self._lock:
+            self._forget_idle(keep=set(ids))
             small = [self._prepare(sid, frame, stamp) for sid, frame, stamp in items]
             outs: list[np.ndarray | None] = [None] * len(items)
             groups: dict[tuple, list[int]] = collections.defaultdict(list)
@@ -154,12 +225,48 @@ class Derainer:
             return [self._finish(out, frame) for out, (_, frame, _) in zip(outs, items)]
 
     # ------------------------------------------------------------------ internals
-    def _reset(self, sid: str, reason: str) -> None:
+    def _reset(self, sid: str, reason: str, detail: str = '') -> None:
         self._resets[reason] += 1
         stream = self._streams[sid]
-        stream.state, stream.last_stamp = None, None
+        stream.state = None
+        stream.timeline.forget()
         stream.window.clear()
-        log.info('stream %r reset (%s)', sid, reason)
+        # A storm of resets (a flapping driver) must not flood the log: one line per reason per
+        # log_every_s, saying how many were not logged in between. Every reset is counted.
+        now = self._clock()
+        last, quiet = self._reset_log.get(reason, (-math.inf, 0))
+        if now - last < self.log_every_s:
+            self._reset_log[reason] = (last, quiet + 1)
+            return
+        self._reset_log[reason] = (now, 0)
+        more = f'; {quiet} more {reason} resets not logged in the last {now - last:.0f} s' if quiet else ''
+        log.info('stream %r reset (%s%s)%s', sid, reason, f': {detail}' if detail else '', more)
+
+    def _forget_idle(self, keep: set[str]) -> None:
+        """Drop streams idle for stream_idle_s, then the least recently used beyond max_streams."""
+        now = self._clock()
+        # An idle stream is forgotten even when this call brings it back: its state is stale.
+        for sid in [s for s, st in self._streams.items() if now - st.last_used > self.stream_idle_s]:
+            del self._streams[sid]
+            self._expired += 1
+        new = sum(1 for s in keep if s not in self._streams)
+        excess = len(self._streams) + new - self.max_streams
+        for sid in [s for s in self._streams if s not in keep][:max(0, excess)]:
+            del self._streams[sid]
+            self._expired += 1
+
+    def _target_size(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        """(h, w) the model should see for an input of `size`, or None for full size."""
+        h, w = size
+        scale = 1.0
+        if self.max_size and max(h, w) > self.max_size:
+            scale = self.max_size / max(h, w)
+        if self.max_pixels and h * w > self.max_pixels:
+            scale = min(scale, math.sqrt(self.max_pixels / (h * w)))
+        if scale >= 1.0:
+            return None
+        # floor, so the budget holds; never below what the model takes
+        return max(MIN_SIZE, math.floor(h * scale)), max(MIN_SIZE, math.floor(w * scale))
 
     def _prepare(self, sid: str, frame: np.ndarray, stamp: int | None) -> np.ndarray:
         """Validate, apply the reset rules, downscale; returns the frame the model sees."""
@@ -167,26 +274,33 @@ class Derainer:
             desc = (f'{type(frame).__name__} {getattr(frame, "dtype", "")} {getattr(frame, "shape", "")}'
                     if isinstance(frame, np.ndarray) else type(frame).__name__)
             raise DerainerError(f'stream {sid!r}: expected an (H, W, 3) uint8 RGB array, got {desc}')
-        if frame.shape[0] < 8 or frame.shape[1] < 8:
-            raise DerainerError(f'stream {sid!r}: frame {frame.shape[1]}x{frame.shape[0]} is too small (min 8x8)')
-        stream = self._streams.setdefault(sid, _Stream())
+        if frame.shape[0] < MIN_SIZE or frame.shape[1] < MIN_SIZE:
+            raise DerainerError(f'stream {sid!r}: frame {frame.shape[1]}x{frame.shape[0]} is too small '
+                                f'(min {MIN_SIZE}x{MIN_SIZE})')
+        if sid not in self._streams:
+            self._streams[sid] = _Stream(timeline=StampTimeline(self.gap_ns))
+        self._streams.move_to_end(sid)
+        stream = self._streams[sid]
+        stream.last_used = self._clock()
         size = frame.shape[:2]
         if stream.size is not None and stream.size != size:
-            self._reset(sid, 'size_change')
+            self._reset(sid, 'size_change', f'{stream.size[1]}x{stream.size[0]} -> {size[1]}x{size[0]}')
         stream.size = size
-        if stamp is not None and stream.last_stamp is not None:
-            if stamp < stream.last_stamp:
-                self._reset(sid, 'time_backwards')
-            elif stamp - stream.last_stamp > self.gap_ns:
-                self._reset(sid, 'gap')
-        if stamp is not None:
-            stream.last_stamp = stamp
+        timeline = stream.timeline
+        reason = timeline.observe(stamp)
+        if reason is not None:
+            detail = timeline.detail
+            self._reset(sid, reason, detail)
+            timeline.observe(stamp)  # the reset forgot the stamp: this frame starts the new timeline
         stream.frames += 1
-        if self.max_size and max(size) > self.max_size:
-            scale = self.max_size / max(size)
-            dsize = (max(8, round(size[1] * scale)), max(8, round(size[0] * scale)))
-            return cv2.resize(frame, dsize, interpolation=cv2.INTER_AREA)
-        return frame
+        target = self._target_size(size)
+        if target is None:
+            return frame
+        if stream.downscale_said != size:
+            stream.downscale_said = size
+            log.info('stream %r: %dx%d frames are derained at %dx%d and resized back (%s)', sid, size[1], size[0],
+                     target[1], target[0], self.size_bound)
+        return cv2.resize(frame, (target[1], target[0]), interpolation=cv2.INTER_AREA)
 
     def _run_group(self, sids: list[str], frames: np.ndarray) -> list[np.ndarray]:
         """frames: (B, h, w, 3) uint8 for streams `sids` of equal size."""
