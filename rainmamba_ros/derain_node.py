@@ -3,12 +3,15 @@
 Per camera namespace `<cam>` (parameter `cameras`, '' = the node namespace):
   in:  <cam>/image (sensor_msgs/Image) or <cam>/image/compressed (CompressedImage),
        <cam>/camera_info (optional)
-  out: <cam>/derained/image (same header, same encoding), <cam>/derained/camera_info
+  out: beside the input as remapped: <parent>/derained/image (same header, same encoding) and
+       <parent>/derained/camera_info, where <parent> is the namespace of the resolved input
+       topic (/front/image_raw -> /front/derained/image)
 Services ~/reset (std_srvs/Trigger), ~/enable (std_srvs/SetBool); /diagnostics at
 `diagnostics_period_s`.
 
-Threads: subscription callbacks (one mutually exclusive group) only validate a message's geometry
-and overwrite that camera's slot in a keep-latest mailbox; one worker thread takes the newest
+Threads: subscription callbacks (one mutually exclusive group) only validate a message's geometry,
+note its stamp in the camera's timeline (a gap or a jump back is judged there, between frames the
+camera sent) and overwrite that camera's slot in a keep-latest mailbox; one worker thread takes the newest
 frame of every camera, converts it, runs `Derainer.process_batch` (cameras of equal size batched)
 and publishes. Services, parameters and diagnostics run in a second group, so a slow model never
 blocks them. The logic (slots, stats, parameter validation, conversions) lives in pure modules.
@@ -24,7 +27,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -42,6 +45,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool, Trigger
 
 from rainmamba_core.errors import RainMambaError
+from rainmamba_core.streaming.timeline import StampTimeline
 from rainmamba_ros.conversions import (ImageConversionError, as_msg_data, check_image,
                                        compressed_source_encoding, compressed_to_rgb,
                                        conversion_backend, extract_alpha, image_to_rgb,
@@ -69,6 +73,17 @@ class DerainNodeError(RainMambaError, RuntimeError):
 
 def _join(cam: str, leaf: str) -> str:
     return f'{cam}/{leaf}' if cam else leaf
+
+
+def derained_topics(input_topic: str) -> tuple[str, str]:
+    """(image, camera_info) output topics beside a resolved input topic.
+
+    /front/image_raw -> /front/derained/image; /front/image_raw/compressed -> the same;
+    /image -> /derained/image.
+    """
+    base = input_topic[:-len('/compressed')] if input_topic.endswith('/compressed') else input_topic
+    parent = base.rsplit('/', 1)[0]
+    return f'{parent}/derained/image', f'{parent}/derained/camera_info'
 
 
 def _stamp_ns(header: Any) -> int:
@@ -99,10 +114,23 @@ class _Camera:
     name: str
     stream_id: str                    # resolved (remapped) input topic: unique per camera
     stats: CameraStats
+    timeline: StampTimeline           # stamps of the frames received (callback thread only)
+    breaks_applied: int = 0           # timeline breaks already turned into resets (worker only)
     pub_image: Any = None
     pub_info: Any = None
     infos: deque = field(default_factory=lambda: deque(maxlen=16))
     reported: dict = field(default_factory=dict)   # counters at the previous diagnostics report
+
+
+class _Received(NamedTuple):
+    """One camera frame waiting in the keep-latest mailbox."""
+
+    cam: _Camera
+    msg: Any
+    t_in: float                       # monotonic time of reception
+    breaks: int = -1                  # the camera's timeline breaks up to this frame (-1: unknown)
+    reason: str = ''                  # reason and detail of the latest of them
+    detail: str = ''
 
 
 class _RosLogHandler(logging.Handler):
@@ -166,11 +194,18 @@ class DerainNode(Node):
                                         daemon=True)
         self._ready = True
         self._worker.start()
-        cams = ', '.join(c.stream_id for c in self._cameras)
+        cams = ', '.join(f'{c.stream_id} -> {c.pub_image.topic_name}' for c in self._cameras)
         self.get_logger().info(
             f'deraining {cams} ({self._cfg["input_transport"]} in) with '
             f'{self._derainer.backend_name} on {self._derainer.device}, mode '
             f'{self._cfg["mode"]}; image conversions via {conversion_backend()}')
+        self._say_size_bound()
+
+    def _say_size_bound(self) -> None:
+        bound = getattr(self._derainer, 'size_bound', None)
+        if bound is not None:
+            self.get_logger().info(f'size bound: {bound}; frames under {self._derainer.min_size}x'
+                                   f'{self._derainer.min_size} are rejected (rejected.size)')
 
     # ------------------------------------------------------------------ setup
     def _build_derainer(self, cfg: dict[str, Any]) -> Any:
@@ -194,12 +229,16 @@ class DerainNode(Node):
         for name in self._cfg['cameras']:
             topic = _join(name, 'image/compressed' if self._compressed else 'image')
             cam = _Camera(name=name, stream_id=self.resolve_topic_name(topic),
-                          stats=CameraStats())
+                          stats=CameraStats(),
+                          timeline=StampTimeline(int(self._cfg['gap_reset_s'] * 1e9)))
+            # Beside the input whatever the remap, so two cameras never collide (remap the
+            # full output name to move it elsewhere).
+            out_image, out_info = derained_topics(cam.stream_id)
             cam.pub_image = self.create_publisher(
-                Image, _join(name, 'derained/image'), qos_out,
+                Image, out_image, qos_out,
                 qos_overriding_options=QoSOverridingOptions.with_default_policies())
             cam.pub_info = self.create_publisher(
-                CameraInfo, _join(name, 'derained/camera_info'), qos_out,
+                CameraInfo, out_info, qos_out,
                 qos_overriding_options=QoSOverridingOptions.with_default_policies())
             msg_type = CompressedImage if self._compressed else Image
             self.create_subscription(msg_type, topic, lambda m, c=cam: self._on_image(c, m),
@@ -259,6 +298,9 @@ class DerainNode(Node):
             self._diag_timer = self._make_diag_timer()
         if merged['time_jump_reset_s'] != old['time_jump_reset_s']:
             self._register_jump_callback()
+        if merged['gap_reset_s'] != old['gap_reset_s']:
+            for cam in self._cameras:
+                cam.timeline.gap_ns = int(merged['gap_reset_s'] * 1e9)
         return SetParametersResult(successful=True)
 
     def _swap_derainer(self, new: Any) -> None:
@@ -269,6 +311,7 @@ class DerainNode(Node):
         self._node_resets['reload'] += 1
         self.get_logger().info(f'model reloaded: {new.backend_name} on {new.device}; stream '
                                'states restart')
+        self._say_size_bound()
 
     # ------------------------------------------------------------------ services / events
     def _reset_streams(self, reason: str) -> None:
@@ -300,8 +343,9 @@ class DerainNode(Node):
     # ------------------------------------------------------------------ data path
     # rclpy throttles per call site, so rejections and inference failures log from separate
     # lines and a storm of one never hides the other.
-    def _reject(self, cam: _Camera, exc: ImageConversionError) -> None:
-        cam.stats.on_reject(exc.kind, str(exc))
+    def _reject(self, cam: _Camera, exc: ImageConversionError, received: bool = True) -> None:
+        """received: count the message as received too (False in the worker: the callback has)."""
+        cam.stats.on_reject(exc.kind, str(exc), received=received)
         self.get_logger().error(f'{cam.stream_id}: rejected message: {exc}',
                                 throttle_duration_sec=self._cfg['error_throttle_s'])
 
@@ -315,6 +359,7 @@ class DerainNode(Node):
                 cam.stats.on_input(msg.format, 0, 0)
             else:
                 encoding, height, width, _, _ = check_image(msg)
+                self._check_min_size(width, height, encoding)
                 cam.stats.on_input(encoding, width, height)
         except ImageConversionError as exc:
             self._reject(cam, exc)
@@ -322,8 +367,20 @@ class DerainNode(Node):
         except Exception as exc:  # a message so broken its fields do not even read
             self._reject(cam, ImageConversionError(f'unreadable message: {exc}', 'decode'))
             return
-        if self._slots.put(cam.stream_id, (cam, msg, time.monotonic())):
+        # Gaps are judged here, between frames the camera sent: the worker skips frames under
+        # keep-latest, and a slow model must not look like a stopped camera.
+        tl = cam.timeline
+        tl.observe(_stamp_ns(msg.header))
+        item = _Received(cam, msg, time.monotonic(), tl.breaks, tl.reason, tl.detail)
+        if self._slots.put(cam.stream_id, item):
             cam.stats.on_drop()
+
+    def _check_min_size(self, width: int, height: int, encoding: str) -> None:
+        low = self._derainer.min_size
+        if width < low or height < low:
+            raise ImageConversionError(
+                f'{encoding} frame {width}x{height} is smaller than the model takes: expected at '
+                f'least {low}x{low}', 'size')
 
     def _worker_loop(self) -> None:
         while not self._stop.is_set():
@@ -339,7 +396,12 @@ class DerainNode(Node):
     def _process(self, pending: list[tuple[_Camera, Any, float]]) -> None:
         enabled = self._cfg['enabled']
         frames: list[tuple[_Camera, Any, float, Any, str, Any]] = []
-        for cam, msg, t_in in pending:
+        for item in pending:
+            cam, msg, t_in, breaks, reason, detail = _Received(*item)
+            if breaks > cam.breaks_applied:  # the camera's timeline broke before this frame
+                cam.breaks_applied = breaks
+                with self._derainer_lock:
+                    self._derainer.reset(cam.stream_id, reason, detail)
             if not enabled and not self._compressed:
                 self._publish(cam, msg, t_in, None, msg, passthrough=True)
                 continue
@@ -349,10 +411,11 @@ class DerainNode(Node):
                     encoding = compressed_source_encoding(msg.format) or 'bgr8'
                     alpha = None
                     cam.stats.last_size = f'{rgb.shape[1]}x{rgb.shape[0]}'  # known only now
+                    self._check_min_size(rgb.shape[1], rgb.shape[0], msg.format)
                 else:
                     rgb, encoding, alpha = image_to_rgb(msg), msg.encoding, extract_alpha(msg)
             except ImageConversionError as exc:
-                self._reject(cam, exc)
+                self._reject(cam, exc, received=False)
                 continue
             if not enabled:
                 self._publish(cam, msg, t_in, None, self._to_image(msg, rgb, encoding, alpha),
@@ -361,7 +424,9 @@ class DerainNode(Node):
             frames.append((cam, msg, t_in, rgb, encoding, alpha))
         if not frames:
             return
-        items = [(c.stream_id, rgb, _stamp_ns(m.header)) for c, m, _, rgb, _, _ in frames]
+        # No stamps: the stamp rules were applied above, on the frames received (the Derainer's
+        # own rule would compare processed frames, which keep-latest spaces by inference time).
+        items = [(c.stream_id, rgb, None) for c, m, _, rgb, _, _ in frames]
         results: list[tuple[Any, Exception | None]]
         with self._derainer_lock:
             t0 = time.perf_counter()

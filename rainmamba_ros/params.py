@@ -79,9 +79,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               choices=('fp32', 'fp16', 'bf16')),
     ParamSpec('max_size', 0, 'If > 0, frames whose long side exceeds it are derained downscaled '
               'and resized back.', 'reload', int_range=(0, 16384)),
-    ParamSpec('gap_reset_s', 1.0, "Reset a camera's stream state when consecutive header stamps "
-              'are further apart than this (s).', 'reload', float_range=(0.001, 3600.0)),
+    ParamSpec('max_pixels', -1, 'Pixel budget per frame: larger frames are derained downscaled '
+              '(aspect kept) and resized back. -1 = auto (640x480 = 307200 on the CPU, no limit '
+              'on CUDA), 0 = no limit.', 'reload', int_range=(-1, 1_000_000_000)),
     # --- behaviour at run time
+    ParamSpec('gap_reset_s', 1.0, "Reset a camera's stream state when the header stamps of two "
+              'consecutive frames the camera sent (received, processed or not) are further apart '
+              'than this (s).', 'live', float_range=(0.001, 3600.0)),
     ParamSpec('time_jump_reset_s', 1.0, "Reset every stream when the node's clock (ROS time, "
               '/clock with use_sim_time) jumps backwards, or forwards by more than this (s); '
               '0 disables.', 'live', float_range=(0.0, 3600.0)),
@@ -103,7 +107,7 @@ SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMS}
 # Parameters handed to the Derainer constructor, by the same names.
 DERAINER_KEYS: tuple[str, ...] = ('model_path', 'mode', 'window', 'backend', 'device',
-                                  'precision', 'max_size', 'gap_reset_s')
+                                  'precision', 'max_size', 'max_pixels')
 
 _DEVICE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 _NAMESPACE = re.compile(r'^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
@@ -178,5 +182,4 @@ def derainer_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     """Derainer constructor arguments from the node's parameter values."""
     kw = {k: values[k] for k in DERAINER_KEYS}
     kw['model_path'] = kw['model_path'] or None
-    kw['gap_reset_s'] = float(kw['gap_reset_s'])
     return kw

@@ -96,9 +96,11 @@ class CameraStats:
             if width and height:  # compressed input: the size is known only after decoding
                 self.last_size = f'{width}x{height}'
 
-    def on_reject(self, kind: str, reason: str) -> None:
+    def on_reject(self, kind: str, reason: str, received: bool = True) -> None:
+        """received: also count the message as received (False when it was already counted, as a
+        compressed frame that passed the callback and failed to decode in the worker)."""
         with self._lock:
-            self.received += 1
+            self.received += int(received)
             self.rejected += 1
             self.rejected_by_kind[kind] += 1
             self.last_error = reason
