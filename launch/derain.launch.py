@@ -9,6 +9,9 @@ when given; left empty, the file's values stay.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -27,7 +30,17 @@ ARGUMENTS = (
 
 
 def _node(context: LaunchContext) -> list[Node]:
-    """Build the Node once the arguments are known, so empty overrides can be left out."""
+    """Build the Node once the arguments are known, so empty overrides can be left out.
+
+    Raises:
+        RuntimeError: params_file names no file (the node would otherwise run on defaults
+            with only a warning from launch).
+    """
+    params_file = LaunchConfiguration('params_file').perform(context)
+    if not Path(params_file).is_file():
+        raise RuntimeError(f'params_file:={params_file} is not a file: give a YAML file of '
+                           'derain_node parameters (an absolute path, or leave params_file out '
+                           'for the installed config/derain.yaml)')
     overrides: dict[str, object] = {
         'use_sim_time': LaunchConfiguration('use_sim_time').perform(context).lower() == 'true'}
     for name in ('model_path', 'device'):
@@ -40,8 +53,11 @@ def _node(context: LaunchContext) -> list[Node]:
         name='derain_node',
         namespace=LaunchConfiguration('namespace'),
         output='screen',
-        emulate_tty=True,
-        parameters=[LaunchConfiguration('params_file'), overrides],
+        # A pseudo-terminal only when launch itself prints to one: redirected to a file, the log
+        # would otherwise carry colour escape codes.
+        emulate_tty=sys.stdout.isatty(),
+        additional_env={'PYTHONUNBUFFERED': '1'},   # log lines in order without a terminal
+        parameters=[params_file, overrides],
         remappings=[('image', LaunchConfiguration('image')),
                     ('camera_info', LaunchConfiguration('camera_info'))],
     )]

@@ -185,8 +185,10 @@ def _bridge() -> Any:
         _LOG.info('image conversions: using cv_bridge for decoding')
     except Exception as exc:  # ImportError, or numpy-2 ABI errors from the PyPI wheel
         _BRIDGE = None
-        _LOG.info('image conversions: cv_bridge unavailable (%s: %s); using the built-in '
-                  'NumPy/OpenCV path', type(exc).__name__, exc)
+        # Not a problem (the built-in path is exact and tested) and the start-up line names the
+        # path in use: only at debug level, so it is not repeated as news on every start.
+        _LOG.debug('image conversions: cv_bridge unavailable (%s: %s); using the built-in '
+                   'NumPy/OpenCV path', type(exc).__name__, exc)
     return _BRIDGE
 
 
@@ -372,10 +374,24 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     buf = _buffer(msg.data)
     if buf.size == 0:
         raise _fail(f"compressed image (format '{fmt}') has no data", 'size')
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    # Decode as stored (IMREAD_COLOR would silently squeeze a 16-bit PNG to 8 bits and derain
+    # it): anything but 8-bit grey, colour or colour + alpha is refused like raw 16UC1 is.
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise _fail(f"compressed image (format '{fmt}', {buf.size} bytes) could not be decoded: "
                     f'expected jpeg or png bytes')
+    if img.dtype != np.uint8:
+        raise _fail(f"compressed image (format '{fmt}') holds {img.dtype} samples "
+                    f'({8 * img.dtype.itemsize}-bit): expected 8-bit jpeg/png (mono8, bgr8, rgb8, '
+                    f'bgra8, rgba8)', 'encoding')
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    if channels not in (1, 3, 4):
+        raise _fail(f"compressed image (format '{fmt}') has {channels} channels: expected 1, 3 "
+                    'or 4', 'encoding')
+    if channels == 1:
+        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2RGB)
+    if channels == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

@@ -27,6 +27,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import rclpy
@@ -37,6 +38,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpHandle, JumpThreshold, TimeJump
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -570,9 +572,31 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def check_params_files(argv: list[str]) -> None:
+    """Refuse a `--params-file` that names no file, with the path as the node would open it.
+
+    Raises:
+        DerainNodeError: (exit code 2) naming the file and the working directory.
+    """
+    for flag, value in zip(argv, argv[1:]):
+        if flag == '--params-file' and not Path(value).is_file():
+            where = '' if Path(value).is_absolute() else f' (relative to {Path.cwd()})'
+            raise DerainNodeError(f'--params-file {value}: no such file{where}; give the path '
+                                  'of a YAML file of derain_node parameters, e.g. the package\'s '
+                                  'config/derain.yaml', exit_code=2)
+
+
 def main(args: list[str] | None = None) -> int:
     """Console script `derain_node`: spin a DerainNode on a MultiThreadedExecutor."""
-    rclpy.init(args=args)
+    try:
+        check_params_files(list(sys.argv if args is None else args))
+        rclpy.init(args=args)
+    except DerainNodeError as exc:
+        rclpy.logging.get_logger('derain_node').fatal(str(exc))
+        return exc.exit_code
+    except _rclpy_impl.RCLError as exc:  # rcl refused the command line (a params file it cannot parse, ...)
+        rclpy.logging.get_logger('derain_node').fatal(f'invalid command line: {exc}')
+        return 2
     node: DerainNode | None = None
     executor: MultiThreadedExecutor | None = None
     code = 0

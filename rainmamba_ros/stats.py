@@ -13,16 +13,24 @@ from dataclasses import dataclass, field
 
 
 class RateMeter:
-    """Event rate over a sliding time window (monotonic clock)."""
+    """Event rate over a sliding time window (monotonic clock).
+
+    Streams slower than the window (fewer than 2 events in it; a CPU deraining large frames
+    publishes every few seconds) are measured from the last interval instead, so they do not
+    read 0 while frames flow; that estimate decays as 1/(time since the last event) and drops to
+    0 once the stream has been quiet for 3 intervals.
+    """
 
     def __init__(self, window_s: float = 5.0) -> None:
         self.window_s = float(window_s)
         self._times: deque[float] = deque()
+        self._last_two: deque[float] = deque(maxlen=2)
 
     def tick(self, now: float | None = None) -> None:
         """Record one event at `now` (default: time.monotonic())."""
         t = time.monotonic() if now is None else now
         self._times.append(t)
+        self._last_two.append(t)
         self._trim(t)
 
     def _trim(self, now: float) -> None:
@@ -35,7 +43,13 @@ class RateMeter:
         self._trim(t)
         n = len(self._times)
         if n < 2:
-            return 0.0
+            if len(self._last_two) < 2:
+                return 0.0
+            interval = self._last_two[1] - self._last_two[0]
+            quiet = t - self._last_two[1]
+            if interval <= 0 or quiet > 3 * interval:
+                return 0.0
+            return 1.0 / max(interval, quiet)
         # n events span n-1 intervals; extend to `now` so a stopped stream decays to 0.
         span = max(t - self._times[0], self._times[-1] - self._times[0])
         return (n - 1) / span if span > 0 else 0.0
