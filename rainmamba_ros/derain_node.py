@@ -509,9 +509,12 @@ class DerainNode(Node):
 
     # ------------------------------------------------------------------ diagnostics
     def resets(self) -> dict[str, int]:
-        """Derainer resets by reason (across reloads) plus node-side reset causes."""
-        with self._derainer_lock:
-            current = self._derainer.counters['resets']
+        """Derainer resets by reason (across reloads) plus node-side reset causes.
+
+        Reads the counters without `_derainer_lock`, which the worker holds for a whole
+        inference: /diagnostics must report while a slow model runs, not after it.
+        """
+        current = self._derainer.counters['resets']
         out = {k: current.get(k, 0) + self._resets_base.get(k, 0)
                for k in set(current) | set(self._resets_base)}
         out.update({f'node.{k}': v for k, v in self._node_resets.items()})

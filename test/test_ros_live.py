@@ -301,3 +301,34 @@ def test_camera_info_is_republished_beside_the_output(live: Callable) -> None:
     run.pub.publish(msg)
     assert run.wait(lambda: len(infos) == 1 and len(run.got) == 1)
     assert infos[0].header.stamp == msg.header.stamp
+
+
+# ------------------------------------------------------------------------------ diagnostics
+class GatedBackend(CarriedCountBackend):
+    """Blocks inside `step` until `gate` is set: a model stuck in a long inference."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def step(self, frames: np.ndarray, states: list) -> tuple[np.ndarray, list, list[bool]]:
+        self.entered.set()
+        self.gate.wait()
+        return super().step(frames, states)
+
+
+def test_diagnostics_answer_while_the_model_runs(live: Callable) -> None:
+    backend = GatedBackend()
+    run = live(backend)
+    try:
+        run.pub.publish(make_image(H, W, 'rgb8', run.peer.get_clock().now().nanoseconds))
+        assert backend.entered.wait(TIMEOUT), 'the worker never reached the model'
+        answered: list[Any] = []
+        probe = threading.Thread(target=lambda: answered.append(run.node.diagnostics()), daemon=True)
+        probe.start()
+        probe.join(5.0)   # an inference here lasts until the gate opens: any wait is a block
+        assert answered, '/diagnostics blocked until the inference in progress ended'
+        assert {kv.key: kv.value for kv in answered[0][0].values}['received'] == '1'
+    finally:
+        backend.gate.set()

@@ -180,9 +180,12 @@ class Derainer:
 
     @property
     def counters(self) -> dict[str, Any]:
-        with self._lock:
-            return {'frames': self._frames, 'resets': dict(self._resets), 'streams': len(self._streams),
-                    'expired': self._expired}
+        # Not under self._lock, which process_batch holds for a whole inference: a monitor (the
+        # node's /diagnostics) must read these while a slow model runs. Each value is read
+        # atomically (CPython copies a dict of ints without releasing the GIL); two values may
+        # be one frame apart.
+        return {'frames': self._frames, 'resets': dict(self._resets), 'streams': len(self._streams),
+                'expired': self._expired}
 
     # ------------------------------------------------------------------ public API
     def reset(self, stream_id: str | None = None, reason: str = 'request', detail: str = '') -> None:
