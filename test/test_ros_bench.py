@@ -22,8 +22,18 @@ def test_bench_node_writes_every_encoding(ros_env: dict[str, str], tmp_path: Pat
     data = json.loads(out.read_text())
     assert set(data['per_encoding']) == set(bench_node.ENCODINGS)
     assert set(data['conversions']) == set(SUPPORTED_ENCODINGS)
-    for row in data['per_encoding'].values():
+    printed = capsys.readouterr().out
+    for enc, row in data['per_encoding'].items():
         assert set(row) == {'callback', 'in', 'out', 'publish', 'total'}
+        # Each stage does real work (a check, a conversion, a publish): a median of 0 means
+        # the clock was not read around it.
+        assert all(row[k] > 0 for k in ('callback', 'in', 'out', 'publish')), (enc, row)
         assert row['total'] == pytest.approx(row['callback'] + row['in'] + row['out']
                                              + row['publish'])
-    assert 'worst total' in capsys.readouterr().out
+        # The table shows the JSON's numbers, in its column order.
+        line = next(x for x in printed.splitlines() if x.split()[:1] == [enc])
+        shown = [float(v) for v in line.split()[1:]]
+        assert shown == pytest.approx([row[k] for k in ('callback', 'in', 'out', 'publish',
+                                                        'total')], abs=5e-4)  # 3 decimals
+    assert data['worst_total_ms'] == max(r['total'] for r in data['per_encoding'].values())
+    assert f'worst total {data["worst_total_ms"]:.3f} ms' in printed
