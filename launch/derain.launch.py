@@ -4,8 +4,9 @@
         camera_info:=/front/camera_info namespace:=front
 
 Arguments: namespace, params_file (default share/rainmamba_ros/config/derain.yaml), image,
-camera_info, use_sim_time, model_path, device. model_path and device override the params file
-when given; left empty, the file's values stay.
+camera_info, use_sim_time, model_path, device, transport_profile. model_path and device override
+the params file when given; left empty, the file's values stay. transport_profile '' lets the node
+use the shipped Fast DDS profile for large images (config/fastdds_large_images.xml).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ ARGUMENTS = (
     ('use_sim_time', 'false', 'Use /clock; set true with `ros2 bag play --clock`.'),
     ('model_path', '', "Model file (.pt/.onnx); '' keeps the params file's value."),
     ('device', '', "auto | cpu | cuda | cuda:N; '' keeps the params file's value."),
+    ('transport_profile', '', "Fast DDS XML profile for the node's participant; '' = the "
+     'shipped config/fastdds_large_images.xml (export the same file for the camera driver).'),
 )
 
 
@@ -47,6 +50,13 @@ def _node(context: LaunchContext) -> list[Node]:
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
+    env = {'PYTHONUNBUFFERED': '1'}   # log lines in order without a terminal
+    profile = LaunchConfiguration('transport_profile').perform(context)
+    if profile:
+        if not Path(profile).is_file():
+            raise RuntimeError(f'transport_profile:={profile} is not a file: give a Fast DDS XML '
+                               "profile, or leave it out for the package's own")
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = profile
     return [Node(
         package='rainmamba_ros',
         executable='derain_node',
@@ -56,7 +66,7 @@ def _node(context: LaunchContext) -> list[Node]:
         # A pseudo-terminal only when launch itself prints to one: redirected to a file, the log
         # would otherwise carry colour escape codes.
         emulate_tty=sys.stdout.isatty(),
-        additional_env={'PYTHONUNBUFFERED': '1'},   # log lines in order without a terminal
+        additional_env=env,
         parameters=[params_file, overrides],
         remappings=[('image', LaunchConfiguration('image')),
                     ('camera_info', LaunchConfiguration('camera_info'))],

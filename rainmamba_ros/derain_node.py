@@ -9,18 +9,24 @@ Per camera namespace `<cam>` (parameter `cameras`, '' = the node namespace):
 Services ~/reset (std_srvs/Trigger), ~/enable (std_srvs/SetBool); /diagnostics at
 `diagnostics_period_s`.
 
-Threads: subscription callbacks (one mutually exclusive group) only validate a message's geometry,
-note its stamp in the camera's timeline (a gap or a jump back is judged there, between frames the
-camera sent) and overwrite that camera's slot in a keep-latest mailbox; one worker thread takes the newest
-frame of every camera, converts it, runs `Derainer.process_batch` (cameras of equal size batched)
-and publishes. Services, parameters and diagnostics run in a second group, so a slow model never
-blocks them. The logic (slots, stats, parameter validation, conversions) lives in pure modules.
+Threads: subscription callbacks (one mutually exclusive group) only validate a message's
+geometry, note its stamp in the camera's timeline (a gap or a jump back is judged there, between
+frames the camera sent) and overwrite that camera's slot in a keep-latest mailbox; one worker
+thread takes the newest frame of every camera, converts it, runs `Derainer.process_batch`
+(cameras of equal size batched) and publishes. Services, parameters and diagnostics run in a
+second group, so a slow model never blocks them. The logic (slots, stats, parameter validation,
+conversions) lives in pure modules.
+
+Transport: `main` gives the node's Fast DDS participant the shipped profile for large images
+(config/fastdds_large_images.xml) unless one is set, so its output reaches other processes; input
+images lost on the way are detected through their camera_info (`images_missing`, a WARN).
 """
 from __future__ import annotations
 
 import copy
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -55,10 +61,48 @@ from rainmamba_ros.conversions import (ImageConversionError, as_msg_data, check_
 from rainmamba_ros.latest import LatestFrames
 from rainmamba_ros.params import (DERAINER_KEYS, PARAMS, SPECS, ParameterError, ParamSpec,
                                   derainer_kwargs, validate_all, validate_one)
-from rainmamba_ros.stats import CameraStats, assess
+from rainmamba_ros.stats import CameraStats, InputLossMonitor, assess
 
 _LEVELS = {'OK': DiagnosticStatus.OK, 'WARN': DiagnosticStatus.WARN,
            'ERROR': DiagnosticStatus.ERROR, 'STALE': DiagnosticStatus.STALE}
+
+TRANSPORT_PROFILE = 'fastdds_large_images.xml'
+PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
+_PROFILE_HINT = ('$(ros2 pkg prefix rainmamba_ros)/share/rainmamba_ros/config/'
+                 + TRANSPORT_PROFILE)
+
+
+def shipped_transport_profile() -> Path | None:
+    """The package's Fast DDS profile for large images: installed share/ or the source tree."""
+    candidates = [Path(__file__).resolve().parents[1] / 'config' / TRANSPORT_PROFILE,
+                  Path(sys.prefix) / 'share' / 'rainmamba_ros' / 'config' / TRANSPORT_PROFILE]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.insert(0, Path(get_package_share_directory('rainmamba_ros')) / 'config'
+                          / TRANSPORT_PROFILE)
+    except Exception:  # no ament index (pip install): the other places
+        pass
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def apply_transport_profile(environ: Any = os.environ) -> str:
+    """Give this process's Fast DDS participants the shipped large-image profile, unless the
+    user chose a profile (either variable set, even empty) or another RMW. Call before
+    rclpy.init. Returns one line saying what was chosen, for the log."""
+    rmw = environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')  # the ROS 2 default RMW
+    if not rmw.startswith('rmw_fastrtps'):
+        return f'transport: {rmw} (the Fast DDS profile for large images does not apply)'
+    for var in PROFILE_VARS:
+        if var in environ:
+            return f'transport: Fast DDS profile from {var}={environ[var]!r}'
+    path = shipped_transport_profile()
+    if path is None:
+        return (f'transport: Fast DDS defaults ({TRANSPORT_PROFILE} not found): images above '
+                '512 KiB may not reach other processes')
+    environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(path)
+    return (f'transport: Fast DDS profile {path} (16 MiB shared memory) for this node, so its '
+            'large output reaches other processes; the camera driver needs it too: export '
+            f'FASTDDS_DEFAULT_PROFILES_FILE={path} before starting it')
 
 
 class DerainNodeError(RainMambaError, RuntimeError):
@@ -122,6 +166,8 @@ class _Camera:
     pub_info: Any = None
     infos: deque = field(default_factory=lambda: deque(maxlen=16))
     reported: dict = field(default_factory=dict)   # counters at the previous diagnostics report
+    loss: InputLossMonitor = field(default_factory=InputLossMonitor)
+    reported_missing: int = 0                      # images_missing at the previous report
 
 
 class _Received(NamedTuple):
@@ -153,18 +199,9 @@ class _RosLogHandler(logging.Handler):
 
 
 class DerainNode(Node):
-    """Derain every configured camera; see the module docstring for topics and threads.
+    """Derain every configured camera; see the module docstring for topics and threads."""
 
-    Args:
-        node_name: the node's name.
-        derainer: a ready `Derainer` to use instead of building one from the model parameters
-            (an application embedding the node, or a test with a stand-in model); a later
-            change of a [reload] parameter replaces it with one built from the parameters.
-        **kwargs: rclpy `Node` arguments (context, parameter_overrides, ...).
-    """
-
-    def __init__(self, node_name: str = 'derain_node', derainer: Any = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, node_name: str = 'derain_node', **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._ready = False
         self._log_handler = _RosLogHandler(self)
@@ -181,7 +218,7 @@ class DerainNode(Node):
             raise DerainNodeError(f'invalid parameters: {exc}', exit_code=2) from exc
 
         self._derainer_lock = threading.Lock()
-        self._derainer = derainer if derainer is not None else self._build_derainer(self._cfg)
+        self._derainer = self._build_derainer(self._cfg)
         self._resets_base: dict[str, int] = {}   # Derainer resets from models replaced by reloads
         self._node_resets: dict[str, int] = {'service': 0, 'enable': 0, 'clock_jump': 0,
                                              'inference_error': 0, 'reload': 0}
@@ -255,7 +292,7 @@ class DerainNode(Node):
             self.create_subscription(msg_type, topic, lambda m, c=cam: self._on_image(c, m),
                                      qos_in, callback_group=self._io_group)
             self.create_subscription(CameraInfo, _join(name, 'camera_info'),
-                                     lambda m, c=cam: c.infos.append(m), qos_in,
+                                     lambda m, c=cam: self._on_info(c, m), qos_in,
                                      callback_group=self._io_group)
             self._cameras.append(cam)
 
@@ -360,8 +397,16 @@ class DerainNode(Node):
         self.get_logger().error(f'{cam.stream_id}: rejected message: {exc}',
                                 throttle_duration_sec=self._cfg['error_throttle_s'])
 
+    def _on_info(self, cam: _Camera, msg: CameraInfo) -> None:
+        cam.infos.append(msg)
+        cam.loss.on_info(_stamp_ns(msg.header))
+
     def _on_image(self, cam: _Camera, msg: Any) -> None:
         """Subscription callback: validate geometry only (O(1)) and keep the newest frame."""
+        try:
+            cam.loss.on_image(_stamp_ns(msg.header))   # it arrived, whatever follows
+        except Exception:  # a header that does not read: rejected below
+            pass
         try:
             if self._compressed:
                 if len(msg.data) == 0:
@@ -538,10 +583,22 @@ class DerainNode(Node):
             errors = int(snap['inference_errors']) - int(cam.reported.get('inference_errors', 0))
             rejected = int(snap['rejected']) - int(cam.reported.get('rejected', 0))
             cam.reported = snap
+            missing = cam.loss.missing()
+            missing_new, cam.reported_missing = missing - cam.reported_missing, missing
+            profile = shipped_transport_profile() or _PROFILE_HINT
+            fix = (f'export FASTDDS_DEFAULT_PROFILES_FILE={profile} for the camera driver (large '
+                   'best-effort images are dropped by Fast DDS defaults), or check that the '
+                   'image topic is remapped like camera_info')
+            if missing_new:
+                self.get_logger().warning(
+                    f'{cam.stream_id}: {missing} images never arrived although their '
+                    f'camera_info did: {fix}', throttle_duration_sec=60.0)
             level, message = assess(snap, self._cfg['latency_warn_ms'],
                                     self._cfg['rate_warn_ratio'], self._cfg['enabled'],
-                                    errors_since_last=errors, rejected_since_last=rejected)
+                                    errors_since_last=errors, rejected_since_last=rejected,
+                                    missing_since_last=missing_new, loss_fix=fix)
             values = dict(snap)
+            values.update(camera_info_received=cam.loss.infos, images_missing=missing)
             values.update({f'resets.{k}': v for k, v in sorted(resets.items())})
             values['resets_total'] = sum(v for k, v in resets.items()
                                          if not k.startswith('node.'))
@@ -602,11 +659,12 @@ def main(args: list[str] | None = None) -> int:
     """Console script `derain_node`: spin a DerainNode on a MultiThreadedExecutor."""
     try:
         check_params_files(list(sys.argv if args is None else args))
+        transport = apply_transport_profile()   # before rclpy.init creates the participant
         rclpy.init(args=args)
     except DerainNodeError as exc:
         rclpy.logging.get_logger('derain_node').fatal(str(exc))
         return exc.exit_code
-    except _rclpy_impl.RCLError as exc:  # rcl refused the command line (a params file it cannot parse, ...)
+    except _rclpy_impl.RCLError as exc:  # rcl refused the command line (an unparsable file)
         rclpy.logging.get_logger('derain_node').fatal(f'invalid command line: {exc}')
         return 2
     node: DerainNode | None = None
@@ -614,6 +672,7 @@ def main(args: list[str] | None = None) -> int:
     code = 0
     try:
         node = DerainNode()
+        node.get_logger().info(transport)
         executor = MultiThreadedExecutor(num_threads=3)
         executor.add_node(node)
         executor.spin()

@@ -76,6 +76,55 @@ class LatencyWindow:
         return len(self._samples)
 
 
+class InputLossMonitor:
+    """Images lost before they reach the node, seen through their camera_info.
+
+    A camera driver publishes one camera_info per image with the image's stamp. camera_info is
+    small and crosses any transport; a large best-effort image can be dropped on the way
+    (Fast DDS's default shared-memory segment is too small for it and fragmented UDP loses it).
+    An info stamp with no image of that stamp `grace_s` after it arrived is a missing image.
+    Counted only once the driver is seen pairing stamps (some info matched an image), or when
+    no image arrived at all, so a driver that stamps the two differently raises no false alarm.
+    Thread-safe.
+    """
+
+    def __init__(self, grace_s: float = 1.0, memory: int = 512) -> None:
+        self.grace_s = float(grace_s)
+        self._lock = threading.Lock()
+        self._image_stamps: deque[int] = deque(maxlen=memory)
+        self._image_set: set[int] = set()
+        self._pending: deque[tuple[int, float]] = deque(maxlen=memory)
+        self.infos = 0
+        self.images = 0
+        self._unmatched = 0
+        self._paired = False
+
+    def on_image(self, stamp_ns: int) -> None:
+        with self._lock:
+            self.images += 1
+            if len(self._image_stamps) == self._image_stamps.maxlen:
+                self._image_set.discard(self._image_stamps[0])
+            self._image_stamps.append(stamp_ns)
+            self._image_set.add(stamp_ns)
+
+    def on_info(self, stamp_ns: int, now: float | None = None) -> None:
+        with self._lock:
+            self.infos += 1
+            self._pending.append((stamp_ns, time.monotonic() if now is None else now))
+
+    def missing(self, now: float | None = None) -> int:
+        """Images known lost so far (settles infos older than grace_s)."""
+        t = time.monotonic() if now is None else now
+        with self._lock:
+            while self._pending and t - self._pending[0][1] >= self.grace_s:
+                stamp, _ = self._pending.popleft()
+                if stamp in self._image_set:
+                    self._paired = True
+                else:
+                    self._unmatched += 1
+            return self._unmatched if self._paired or self.images == 0 else 0
+
+
 @dataclass
 class CameraStats:
     """Counters and meters of one camera; every method is thread-safe."""
@@ -167,12 +216,14 @@ class CameraStats:
 
 def assess(snap: dict[str, float | int | str], latency_warn_ms: float, rate_warn_ratio: float,
            enabled: bool, errors_since_last: int = 0, rejected_since_last: int = 0,
-           idle_after_s: float = 5.0) -> tuple[str, str]:
+           idle_after_s: float = 5.0, missing_since_last: int = 0,
+           loss_fix: str = '') -> tuple[str, str]:
     """Level ('OK' | 'WARN' | 'ERROR') and a one-line message for one camera.
 
     WARN when the output rate falls below `rate_warn_ratio` x the input rate, when latency p99
-    passes `latency_warn_ms`, or when messages were rejected since the last report; ERROR when
-    inference failed since the last report.
+    passes `latency_warn_ms`, when messages were rejected, or when images were lost before they
+    reached the node (`missing_since_last`, see InputLossMonitor; `loss_fix` says what to do),
+    since the last report; ERROR when inference failed since the last report.
     """
     in_hz, out_hz = float(snap['input_rate_hz']), float(snap['output_rate_hz'])
     p99 = float(snap['latency_p99_ms'])
@@ -183,6 +234,9 @@ def assess(snap: dict[str, float | int | str], latency_warn_ms: float, rate_warn
         problems.append(f'{errors_since_last} inference failures: {snap["last_error"]}')
     if rejected_since_last:
         problems.append(f'rejected {rejected_since_last} messages: {snap["last_error"]}')
+    if missing_since_last:
+        problems.append(f'input loss: {missing_since_last} images never arrived although their '
+                        f'camera_info did{"; " + loss_fix if loss_fix else ""}')
     if in_hz > 0 and out_hz < rate_warn_ratio * in_hz:
         problems.append(f'falling behind: output {out_hz:.1f} Hz < {rate_warn_ratio:g} x input '
                         f'{in_hz:.1f} Hz (newest frames kept, older dropped)')

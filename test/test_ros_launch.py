@@ -13,7 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch' / 'derain.launch.py'
 REQUIRED_ARGS = {'namespace', 'params_file', 'image', 'camera_info', 'use_sim_time',
-                 'model_path', 'device'}
+                 'model_path', 'device', 'transport_profile'}
 
 
 def _tree() -> ast.Module:

@@ -141,7 +141,7 @@ def _run_node(monkeypatch: pytest.MonkeyPatch, params_file: str) -> list[dict[st
     context.launch_configurations.update({
         'namespace': '', 'params_file': params_file, 'image': '/front/image_raw',
         'camera_info': '/front/camera_info', 'use_sim_time': 'false', 'model_path': '',
-        'device': ''})
+        'device': '', 'transport_profile': ''})
     module._node(context)
     return nodes
 

@@ -1,0 +1,199 @@
+"""Large camera images over the shipped transport, process to process (issue 15, item 1).
+
+Three processes as on a robot: a camera driver (test/camera_process.py) publishing 640x480 rgb8
+with sensor-data QoS, the derain node started from its console script with config/derain.yaml,
+and this test process subscribing to the node's output with Fast DDS defaults. The node runs with
+`enabled:=false` (frames passed through unchanged): its output is as large as a derained frame,
+the transport is the same, and no model time hides a loss.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+rclpy = pytest.importorskip('rclpy', reason='needs rclpy (ROS 2 PyPI wheels or a ROS install)')
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / 'config' / 'fastdds_large_images.xml'
+START_TIMEOUT = 120.0   # torch import + model build in the node on a loaded 2-core machine
+N_FRAMES, RATE_HZ = 40, 5.0
+# Shared memory only, with a segment far smaller than one image: camera_info (a few hundred
+# bytes) always crosses it; a 900 KiB image, 57 fragments through a 64 KiB segment, almost never
+# does (0 of 20 and 2 of 10 seen). Heavy loss by construction, not by chance.
+TINY_PROFILE = '''<?xml version="1.0" encoding="UTF-8" ?>
+<profiles xmlns="http://www.eprosima.com">
+  <transport_descriptors>
+    <transport_descriptor>
+      <transport_id>tiny_shm</transport_id>
+      <type>SHM</type>
+      <segment_size>65536</segment_size>
+      <maxMessageSize>16384</maxMessageSize>
+    </transport_descriptor>
+  </transport_descriptors>
+  <participant profile_name="tiny" is_default_profile="true">
+    <rtps>
+      <userTransports><transport_id>tiny_shm</transport_id></userTransports>
+      <useBuiltinTransports>false</useBuiltinTransports>
+    </rtps>
+  </participant>
+</profiles>
+'''
+
+
+def _without_profiles(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items()
+            if k not in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')}
+
+
+def _camera(env: dict[str, str], profile: Path, n: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / 'test' / 'camera_process.py'), str(n), str(RATE_HZ), '640', '480'],
+        env=dict(env, FASTDDS_DEFAULT_PROFILES_FILE=str(profile)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_large_frames_arrive_and_their_output_is_delivered(ros_env: dict[str, str],
+                                                           tmp_path: Path) -> None:
+    if 'FASTDDS_DEFAULT_PROFILES_FILE' in os.environ or 'FASTRTPS_DEFAULT_PROFILES_FILE' in os.environ:
+        pytest.skip('a Fast DDS profile is set for the test process: it must use the defaults')
+    env = _without_profiles(ros_env)
+    exe = Path(sys.executable).parent / 'derain_node'
+    log = tmp_path / 'node.log'
+    with open(log, 'wb') as out:
+        node = subprocess.Popen(
+            [str(exe), '--ros-args', '--params-file', str(ROOT / 'config' / 'derain.yaml'),
+             '-p', 'enabled:=false', '-p', 'diagnostics_period_s:=0.5', '-p', 'device:=cpu'],
+            env=dict(env, PYTHONUNBUFFERED='1'), stdout=out, stderr=subprocess.STDOUT)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    sub_node = rclpy.create_node('transport_test', context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(sub_node)
+    got: list[int] = []
+    diags: dict[str, Any] = {}
+    loss_warnings: list[str] = []   # every 'input loss' WARN reported (a later report may be OK)
+    # Best effort, the demanding side (a viewer on sensor-data QoS): only a transport that
+    # carries the large sample whole delivers it.
+    sub_node.create_subscription(Image, '/derained/image', lambda m: got.append(len(m.data)),
+                                 QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT))
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        diags.update({st.name: st for st in msg.status})
+        loss_warnings.extend(st.message for st in msg.status
+                             if st.level == DiagnosticStatus.WARN and 'input loss' in st.message)
+
+    sub_node.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
+
+    def spin_until(pred: Any, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not pred():
+            executor.spin_once(timeout_sec=0.05)
+        return pred()
+
+    def values() -> dict[str, str]:
+        status = diags.get('derain_node: /image')
+        return {kv.key: kv.value for kv in status.values} if status else {}
+
+    cameras: list[subprocess.Popen] = []
+    try:
+        assert spin_until(lambda: node.poll() is not None or 'derain_node: /image' in diags,
+                          START_TIMEOUT), f'node did not report:\n{log.read_text()}'
+        assert node.poll() is None, log.read_text()
+        assert 'transport: Fast DDS profile' in log.read_text() and PROFILE.name in log.read_text()
+
+        # Phase 1: the camera follows the docs (the shipped profile exported for the driver).
+        cameras.append(_camera(env, PROFILE, N_FRAMES))
+        assert spin_until(lambda: cameras[0].poll() is not None, 60.0), 'camera did not finish'
+        spin_until(lambda: False, 2.0)   # the last frames through the node and two reports
+        v = values()
+        received, published = int(v['received']), int(v['published'])
+        # Best effort may lose a frame on a loaded machine; the issue's bar is 95 %.
+        assert received >= 0.95 * N_FRAMES, f'node received {received} of {N_FRAMES}: {v}'
+        assert len(got) == published == received, \
+            f'{len(got)} outputs delivered to another process, {published} published, {received} received'
+        assert v['images_missing'] == '0' and v['camera_info_received'] == str(N_FRAMES), v
+
+        # Phase 2: a driver on a deliberately tiny transport: camera_info arrives, images do not.
+        tiny = tmp_path / 'tiny.xml'
+        tiny.write_text(TINY_PROFILE)
+        cameras.append(_camera(env, tiny, 10))
+        assert spin_until(lambda: cameras[1].poll() is not None, 60.0), 'camera did not finish'
+        # at least half of the 10 lost (by construction nearly all are; see TINY_PROFILE)
+        assert spin_until(lambda: int(values().get('images_missing', 0)) >= 5, 10.0), values()
+        v = values()
+        lost = int(v['images_missing'])
+        # no image counted both ways (a camera_info lost too leaves its image in neither)
+        assert lost + int(v['received']) - received <= 10, v
+        text = log.read_text()
+        assert 'images never arrived although their camera_info did' in text, text[-2000:]
+        assert 'export FASTDDS_DEFAULT_PROFILES_FILE=' in text
+        assert text.count('images never arrived') == 1, 'the WARN is throttled to one line a minute'
+        assert loss_warnings, f'no input-loss WARN in /diagnostics: {values()}'
+        assert 'FASTDDS_DEFAULT_PROFILES_FILE' in loss_warnings[0], loss_warnings[0]
+    finally:
+        for cam in cameras:
+            if cam.poll() is None:
+                cam.kill()
+            cam.wait()
+        executor.shutdown()
+        sub_node.destroy_node()
+        rclpy.shutdown(context=ctx)
+        if node.poll() is None:
+            node.send_signal(signal.SIGINT)
+            try:
+                node.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait()
+
+
+# ------------------------------------------------------------------------------ pure logic
+def test_input_loss_monitor_counts_images_whose_camera_info_came_alone() -> None:
+    from rainmamba_ros.stats import InputLossMonitor
+
+    m = InputLossMonitor(grace_s=1.0)
+    for i in range(5):                       # paired: image and info share the stamp
+        m.on_info(i, now=100.0 + i)
+        if i != 3:                           # image 3 lost on the way
+            m.on_image(i)
+    assert m.missing(now=103.5) == 0         # infos 0..2 settled (1 s grace), all had images
+    assert m.missing(now=104.5) == 1         # info 3 settled: its image never came
+    assert m.missing(now=110.0) == 1         # 4 had its image
+    unpaired = InputLossMonitor(grace_s=1.0)  # a driver stamping info and image differently
+    for i in range(5):
+        unpaired.on_info(i, now=100.0)
+        unpaired.on_image(1000 + i)
+    assert unpaired.missing(now=110.0) == 0, 'unpaired stamps are no evidence of loss'
+    starved = InputLossMonitor(grace_s=1.0)   # camera_info flows, no image ever arrives
+    for i in range(4):
+        starved.on_info(i, now=100.0)
+    assert starved.missing(now=110.0) == 4
+
+
+def test_node_applies_the_shipped_profile_unless_one_is_chosen() -> None:
+    from rainmamba_ros.derain_node import PROFILE_VARS, apply_transport_profile
+
+    env: dict[str, str] = {}
+    line = apply_transport_profile(env)
+    assert env == {'FASTDDS_DEFAULT_PROFILES_FILE': str(PROFILE.resolve())}, env
+    assert 'camera driver needs it too' in line
+    for var in PROFILE_VARS:                  # the user's choice (even '' = Fast DDS defaults) stays
+        env = {var: ''}
+        apply_transport_profile(env)
+        assert env == {var: ''}
+    env = {'RMW_IMPLEMENTATION': 'rmw_cyclonedds_cpp'}
+    assert 'does not apply' in apply_transport_profile(env) and len(env) == 1
