@@ -132,6 +132,21 @@ def derained_topics(input_topic: str) -> tuple[str, str]:
     return f'{parent}/derained/image', f'{parent}/derained/camera_info'
 
 
+def _quiet_opencv() -> None:
+    """Silence OpenCV's own log (below FATAL) in the node's process.
+
+    OpenCV prints an unthrottled `[ERROR:0@...] grfmt_png.cpp ...` line for every undecodable
+    compressed frame; the node already reports each one itself (rejected.decode, logged at most
+    once per error_throttle_s). libjpeg's "Corrupt JPEG data" warnings bypass OpenCV's log and
+    still reach stderr.
+    """
+    import cv2
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+    except AttributeError:  # an OpenCV build without utils.logging: its log stays as it is
+        pass
+
+
 def _stamp_ns(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
@@ -208,6 +223,7 @@ class DerainNode(Node):
         for name in ('rainmamba_core', 'rainmamba_ros'):
             logging.getLogger(name).addHandler(self._log_handler)
             logging.getLogger(name).setLevel(logging.INFO)
+        _quiet_opencv()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         for spec in PARAMS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))

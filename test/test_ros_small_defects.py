@@ -160,3 +160,27 @@ def test_launch_emulates_a_terminal_only_for_a_terminal(monkeypatch: pytest.Monk
     monkeypatch.setattr(sys.stdout, 'isatty', lambda: True)
     (node,) = _run_node(monkeypatch, str(ROOT / 'config' / 'derain.yaml'))
     assert node['emulate_tty'] is True
+
+
+# ------------------------------------------------------------------------------ OpenCV's log
+def test_undecodable_frames_do_not_flood_stderr_with_opencv_errors(
+        ros_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    """Five undecodable PNGs: the node counts each (rejected.decode) and logs at most one line per
+    error_throttle_s; OpenCV used to print its own ERROR line for every one of them."""
+    from sensor_msgs.msg import CompressedImage
+    from test_ros_live import CarriedCountBackend, LiveNode
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING)  # OpenCV's default
+    run = LiveNode(monkeypatch, CarriedCountBackend(), input_transport='compressed',
+                   image_topic='/image/compressed')
+    try:
+        for _ in range(5):
+            msg = CompressedImage(format='png')
+            msg.data = b'\x89PNG\r\n\x1a\n' + b'\x00' * 64     # a PNG signature, then nothing valid
+            run.pub.publish(msg)
+            run.wait(lambda: False, 0.2)   # one at a time: keep-latest would merge them
+        assert run.wait(lambda: run.values().get('rejected.decode') == '5'), run.values()
+    finally:
+        run.close()
+    err = capfd.readouterr().err
+    assert 'grfmt_png' not in err, err[-1500:]
