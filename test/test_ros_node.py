@@ -689,32 +689,28 @@ def test_parameter_descriptors(shared_node: tuple[NodeProcess, Client]) -> None:
 
 
 # ------------------------------------------------------------------------------ failures
-def test_inference_failure_resets_and_passes_through(ros_env: dict[str, str],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process node on the real Derainer with one fault injected: frames 40 px high fail.
-
-    The real model accepts every size the node lets through, so a failure cannot be provoked
-    from outside; the fault is injected into Derainer.process_batch, everything else is real.
-    """
+def test_inference_failure_resets_and_passes_through(ros_env: dict[str, str]) -> None:
+    """In-process node on the real Derainer over a stand-in model that fails on frames 40 px
+    high (the real model accepts every size the node lets through, so a failure cannot be
+    provoked from outside) and applies its known colour transform to all others."""
     import threading
 
+    from pixel_standin import ColourRotateBackend, colour_rotate
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from rainmamba_core.streaming import derainer as derainer_mod
+    from rainmamba_core.streaming.derainer import Derainer
     from rainmamba_ros.derain_node import DerainNode
 
-    real = derainer_mod.Derainer.process_batch
+    class FailsOn40(ColourRotateBackend):
+        def step(self, frames: np.ndarray, states: list) -> tuple:
+            if frames.shape[1] == 40:
+                raise RuntimeError('injected fault')
+            return super().step(frames, states)
 
-    def flaky(self: Any, items: list) -> list:
-        if any(frame.shape[0] == 40 for _, frame, _ in items):
-            raise RuntimeError('injected fault')
-        return real(self, items)
-
-    monkeypatch.setattr(derainer_mod.Derainer, 'process_batch', flaky)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = DerainNode(context=ctx, parameter_overrides=[
+    node = DerainNode(context=ctx, derainer=Derainer(backend=FailsOn40()), parameter_overrides=[
         Parameter('cameras', value=['a', 'b']), Parameter('error_throttle_s', value=0.1),
         # No periodic report: the test's own diagnostics() call must see the failure as new.
         Parameter('diagnostics_period_s', value=60.0)])
@@ -746,7 +742,8 @@ def test_inference_failure_resets_and_passes_through(ros_env: dict[str, str],
         node._slots.put('/b/image', (node._cameras[1], bad, time.monotonic()))
         assert wait(lambda: got['a'] and got['b'])
         assert bytes(got['b'][0].data) == bytes(bad.data)     # passed through unchanged
-        assert bytes(got['a'][0].data) != bytes(good.data)    # the healthy camera was derained
+        healthy = np.frombuffer(bytes(got['a'][0].data), np.uint8).reshape(H, W, 3)
+        np.testing.assert_array_equal(healthy, colour_rotate(rainy(1)))  # derained, its own frame
         snap_b = node._cameras[1].stats.snapshot()
         assert snap_b['inference_errors'] == 1 and 'injected fault' in snap_b['last_error']
         assert node.resets()['node.inference_error'] == 1
