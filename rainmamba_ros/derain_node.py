@@ -244,6 +244,10 @@ class DerainNode(Node):
         self._slots: LatestFrames[tuple[_Camera, Any, float]] = LatestFrames()
         self._cameras: list[_Camera] = []
         self._compressed = self._cfg['input_transport'] == 'compressed'
+        profile = shipped_transport_profile() or _PROFILE_HINT
+        self._loss_fix = (f'export FASTDDS_DEFAULT_PROFILES_FILE={profile} for the camera driver '
+                          '(large best-effort images are dropped by Fast DDS defaults), or check '
+                          'that the image topic is remapped like camera_info')
         self._setup_cameras()
 
         self.create_service(Trigger, '~/reset', self._on_reset, callback_group=self._ctl_group)
@@ -601,10 +605,7 @@ class DerainNode(Node):
             cam.reported = snap
             missing = cam.loss.missing()
             missing_new, cam.reported_missing = missing - cam.reported_missing, missing
-            profile = shipped_transport_profile() or _PROFILE_HINT
-            fix = (f'export FASTDDS_DEFAULT_PROFILES_FILE={profile} for the camera driver (large '
-                   'best-effort images are dropped by Fast DDS defaults), or check that the '
-                   'image topic is remapped like camera_info')
+            fix = self._loss_fix
             if missing_new:
                 self.get_logger().warning(
                     f'{cam.stream_id}: {missing} images never arrived although their '
