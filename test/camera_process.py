@@ -31,10 +31,12 @@ def main() -> int:
             and time.monotonic() < end:
         time.sleep(0.05)
     time.sleep(1.0)  # let the match settle on both sides before the first frame
+    stamps: list[int] = []
     for _ in range(n):
         msg = Image(height=h, width=w, encoding='rgb8', step=w * 3)
         msg.data = data
         msg.header.stamp = node.get_clock().now().to_msg()
+        stamps.append(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)
         msg.header.frame_id = 'camera'
         info = CameraInfo(height=h, width=w)
         info.header = msg.header
@@ -42,7 +44,9 @@ def main() -> int:
         pub.publish(msg)
         time.sleep(1.0 / rate)
     time.sleep(1.0)
-    print(f'published {n}', flush=True)
+    # The widest step between two sent stamps: a starved camera process sends real gaps.
+    widest = max((b - a for a, b in zip(stamps, stamps[1:])), default=0) / 1e9
+    print(f'published {n}; widest stamp step {widest:.3f} s', flush=True)
     node.destroy_node()
     rclpy.shutdown()
     return 0
