@@ -214,9 +214,18 @@ class _RosLogHandler(logging.Handler):
 
 
 class DerainNode(Node):
-    """Derain every configured camera; see the module docstring for topics and threads."""
+    """Derain every configured camera; see the module docstring for topics and threads.
 
-    def __init__(self, node_name: str = 'derain_node', **kwargs: Any) -> None:
+    Args:
+        node_name: the node's name.
+        derainer: a ready `Derainer` to use instead of building one from the model parameters
+            (an application embedding the node, or a test with a stand-in model); a later
+            change of a [reload] parameter replaces it with one built from the parameters.
+        **kwargs: rclpy `Node` arguments (context, parameter_overrides, ...).
+    """
+
+    def __init__(self, node_name: str = 'derain_node', derainer: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._ready = False
         self._log_handler = _RosLogHandler(self)
@@ -234,7 +243,7 @@ class DerainNode(Node):
             raise DerainNodeError(f'invalid parameters: {exc}', exit_code=2) from exc
 
         self._derainer_lock = threading.Lock()
-        self._derainer = self._build_derainer(self._cfg)
+        self._derainer = derainer if derainer is not None else self._build_derainer(self._cfg)
         self._resets_base: dict[str, int] = {}   # Derainer resets from models replaced by reloads
         self._node_resets: dict[str, int] = {'service': 0, 'enable': 0, 'clock_jump': 0,
                                              'inference_error': 0, 'reload': 0}
