@@ -11,6 +11,12 @@ D the appearance of the drops. Two optional storm terms extend it: ``darken`` di
 
     RSD = (1 - M) * (B * (1 - darken) * (1 - veil) + veil * A + S) + M * D.
 
+With ``refraction`` r > 0 the streaks show the scene they refract instead of plain white:
+the ``+ S`` term becomes ``+ S * ((1 - r) + r * (E - B'))`` with B' the hazed background and E a
+wide blur of it (see ``RainParams.refraction``), so streaks are bright over a dark road and can be
+darker than a bright sky. ``veil_gradient`` makes the haze grow towards the top of the frame
+(distance). Per-clip random looks and the camera after the rain are in ``rain_realism``.
+
 Everything is drawn from one seeded ``numpy.random.Generator``: the same seed gives the same clip.
 
 How the pieces are made (all vectorised; a 640x480 frame costs tens of milliseconds):
@@ -70,8 +76,16 @@ class RainParams:
     darken: float = 0.0             # scene dimming (0-1)
     veil: float = 0.0               # haze amount (0-1)
     veil_colour: tuple[float, float, float] = (0.75, 0.77, 0.80)  # RGB of the haze
+    veil_gradient: float = 0.0      # haze grows with depth: top rows get veil * (1 + g), bottom veil
+    # Refraction (0 = the additive white streaks of Eq. 8). A real streak is a falling drop that
+    # refracts a wide view of the scene: over a dark road it looks bright, over a bright sky it
+    # can look darker than the sky behind it. With refraction r the streak layer S blends the
+    # scene towards the drop's colour E (a wide blur of the frame mixed with its mean, times
+    # `streak_gain`): rainy = B + S * ((1 - r) + r * (E - B)).
+    refraction: float = 0.0
+    streak_gain: float = 1.25       # brightness of the refracted view in a streak (E's factor)
 
-    PRESETS = ('drizzle', 'light', 'moderate', 'heavy', 'storm')
+    PRESETS = ('drizzle', 'light', 'moderate', 'heavy', 'storm', 'nturain')
 
     @classmethod
     def preset(cls, name: str, **overrides: float) -> 'RainParams':
@@ -88,6 +102,11 @@ class RainParams:
             'storm': dict(density=3.5, length=46, width=2.4, speed=46, brightness=0.58,
                           layers=4, drops=28, angle=18, angle_jitter=10, darken=0.15,
                           veil=0.15, drop_slide=0.8),
+            # the look of streaks rendered by compositing software (NTURain, 27-30 dB): sparse,
+            # thin, long, semi-transparent, nearly vertical, no lens drops
+            'nturain': dict(density=1.0, length=45, width=1.0, speed=40, brightness=0.55,
+                            layers=2, depth_falloff=0.7, depth_density=1.5, angle=0,
+                            angle_jitter=6, drops=0),
         }
         if name not in table:
             raise RainError(f'unknown rain preset {name!r}; choose one of {", ".join(cls.PRESETS)}')
@@ -102,7 +121,12 @@ class RainParams:
                   (self.drops >= 0, 'drops', '>= 0'),
                   (0 < self.drop_radius[0] <= self.drop_radius[1], 'drop_radius', '0 < min <= max'),
                   (0 <= self.darken < 1, 'darken', 'in [0, 1)'),
-                  (0 <= self.veil < 1, 'veil', 'in [0, 1)')]
+                  (0 <= self.veil < 1, 'veil', 'in [0, 1)'),
+                  (self.veil_gradient >= 0, 'veil_gradient', '>= 0'),
+                  (self.veil * (1 + self.veil_gradient) < 1, 'veil_gradient',
+                   'small enough that veil * (1 + veil_gradient) < 1'),
+                  (0 <= self.refraction <= 1, 'refraction', 'in [0, 1]'),
+                  (self.streak_gain > 0, 'streak_gain', '> 0')]
         for ok, name, expected in checks:
             if not ok:
                 raise RainError(f'RainParams.{name}={getattr(self, name)!r}: expected {expected}')
@@ -267,6 +291,19 @@ class RainGenerator:
         np.clip(drops, 0, 1, out=drops)
         return mask, drops
 
+    def _refracted_view(self, scene: np.ndarray) -> np.ndarray:
+        """E: (T, H, W, 3) float32, what a streak shows: a wide blur of the scene (a drop sees a
+        wide field) mixed with the frame's mean colour, times ``streak_gain``, at most 1."""
+        frames, h, w = scene.shape[:3]
+        sigma = max(h, w) / 16.0
+        out = np.empty_like(scene)
+        for t in range(frames):
+            small = cv2.resize(scene[t], (max(w // 8, 1), max(h // 8, 1)), interpolation=cv2.INTER_AREA)
+            wide = cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / 8), (w, h), interpolation=cv2.INTER_LINEAR)
+            out[t] = 0.5 * wide.reshape(h, w, 3) + 0.5 * scene[t].mean(axis=(0, 1))
+        out *= self.params.streak_gain
+        return np.minimum(out, 1.0, out=out)
+
     # ---------------------------------------------------------------- clip
     def render_clip(self, clean: np.ndarray) -> RainyClip:
         """Add rain to a clean clip.
@@ -292,9 +329,15 @@ class RainGenerator:
         # in place on float32 buffers: this runs per training sample
         rainy = bg.copy()
         if p.darken > 0 or p.veil > 0:
-            rainy *= (1 - p.darken) * (1 - p.veil)
-            rainy += np.asarray(p.veil_colour, np.float32) * p.veil
-        rainy += streaks[..., None]
+            veil = np.float32(p.veil)
+            if p.veil_gradient > 0:  # (H, 1, 1): distant rows (top) are hazier
+                veil = (p.veil * (1 + p.veil_gradient * np.linspace(1, 0, h, dtype=np.float32)))[:, None, None]
+            rainy *= (1 - p.darken) * (1 - veil)
+            rainy += np.asarray(p.veil_colour, np.float32) * veil
+        if p.refraction > 0:
+            rainy += streaks[..., None] * ((1 - p.refraction) + p.refraction * (self._refracted_view(rainy) - rainy))
+        else:
+            rainy += streaks[..., None]
         if mask.any():
             m = mask[..., None]
             rainy -= m * (rainy - drops)  # (1 - M)(B + S) + M D

@@ -44,10 +44,11 @@ class DataConfig:
 
     ``kind`` selects the dataset: ``paired`` reads the authors' layouts (``lq_root``/``gt_root``
     holding sequence folders of numbered frames); ``synthetic`` renders rain on the fly over the
-    clean frames found under ``clean_roots``.
+    clean stills found under ``clean_roots``; ``video`` renders a random rain look per clip over
+    clean videos (``clean_roots`` holds folders of consecutive frames; ``data.video_rain``).
     """
 
-    kind: str = 'synthetic'                              # 'synthetic' or 'paired'
+    kind: str = 'synthetic'                              # 'synthetic', 'video' or 'paired'
     lq_root: str | None = None                           # paired: rainy sequences
     gt_root: str | None = None                           # paired: clean sequences
     clean_roots: list[str] = field(default_factory=list)  # synthetic: folders of clean frames
@@ -135,9 +136,10 @@ class TrainConfig:
         """Check values that types alone cannot (raise ConfigError naming the key)."""
         checks = [
             (self.model.preset in ('tiny', 'official'), 'model.preset', "'tiny' or 'official'"),
-            (self.data.kind in ('synthetic', 'paired'), 'data.kind', "'synthetic' or 'paired'"),
-            (self.data.val_kind in (None, 'synthetic', 'paired'), 'data.val_kind',
-             "null, 'synthetic' or 'paired'"),
+            (self.data.kind in ('synthetic', 'video', 'paired'), 'data.kind',
+             "'synthetic', 'video' or 'paired'"),
+            (self.data.val_kind in (None, 'synthetic', 'video', 'paired'), 'data.val_kind',
+             "null, 'synthetic', 'video' or 'paired'"),
             (self.data.frames >= 1, 'data.frames', 'an integer >= 1'),
             (self.data.crop >= 8, 'data.crop', 'an integer >= 8'),
             (self.data.batch >= 1, 'data.batch', 'an integer >= 1'),
@@ -166,8 +168,8 @@ class TrainConfig:
         if self.data.kind == 'paired' and not (self.data.lq_root and self.data.gt_root):
             raise ConfigError('data.kind=paired needs data.lq_root and data.gt_root '
                               '(folders of sequence folders of numbered frames)')
-        if self.data.kind == 'synthetic' and not self.data.clean_roots:
-            raise ConfigError('data.kind=synthetic needs data.clean_roots '
+        if self.data.kind in ('synthetic', 'video') and not self.data.clean_roots:
+            raise ConfigError(f'data.kind={self.data.kind} needs data.clean_roots '
                               '(a list of folders with clean frames)')
         for weight, key in ((self.loss.charbonnier, 'loss.charbonnier'),
                             (self.loss.perceptual, 'loss.perceptual'), (self.loss.dcl, 'loss.dcl'),

@@ -118,15 +118,21 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
             return D.build_paired_dataset(expand_path(lq), expand_path(gt), frames=d.frames,
                                           crop=crop, train=train, **options)
         if not clean:
-            raise TrainError('a synthetic dataset needs clean frame folders (data.clean_roots or '
+            raise TrainError(f'a {kind} dataset needs clean frame folders (data.clean_roots or '
                              'data.val_clean_roots)')
+        if kind == 'video':
+            from rainmamba_core.data.video_rain import build_video_dataset
+            if 'still_roots' in options:
+                options = {**options, 'still_roots': [expand_path(p) for p in options['still_roots']]}
+            return build_video_dataset([expand_path(p) for p in clean], frames=d.frames, crop=crop,
+                                       train=train, **options)
         return D.build_synthetic_dataset([expand_path(p) for p in clean], frames=d.frames,
                                          crop=crop, train=train, **options)
 
     train_set = make(d.kind, d.lq_root, d.gt_root, d.clean_roots, d.crop, d.options, True)
     val_set = None
     if d.val_kind:
-        crop = d.val_crop if d.val_crop is not None else (d.crop if d.val_kind == 'synthetic' else None)
+        crop = d.val_crop if d.val_crop is not None else (d.crop if d.val_kind in ('synthetic', 'video') else None)
         val_set = make(d.val_kind, d.val_lq_root, d.val_gt_root, d.val_clean_roots, crop,
                        d.val_options, False)
     return train_set, val_set

@@ -1,0 +1,238 @@
+"""Synthetic rain over real clean *video*: real motion, random rain looks, the camera after them.
+
+Stills with simulated camera motion teach a model one kind of motion (a smooth pan over a flat
+picture). Dense clean video has the real thing: parallax, objects moving on their own, shadows
+sweeping, the ego-motion of a car. :class:`VideoRainDataset` samples clips from folders of
+consecutive frames and renders rain on them on the fly:
+
+* **time**: a random frame stride (1-8 by default: the node keeps only the newest frame, so the
+  carried state must stay useful across skipped frames), time reversal, and occasional cuts (the
+  clip jumps to another scene part-way, as after a bag loop or a camera switch);
+* **space**: a random zoom (the crop covers a random fraction of the frame) and position, the same
+  window for every frame (the motion inside it is the video's), horizontal flips;
+* **rain**: a new look per clip (:func:`~rainmamba_core.data.rain_realism.random_rain`) or a fixed
+  preset; a fraction of clips stay clean (input = target) so the model learns to leave clean
+  frames alone;
+* **camera**: blur, sensor noise and JPEG after the rain, identical on input and target
+  (:func:`~rainmamba_core.data.rain_realism.apply_camera`);
+* **stills** (optional): with probability ``still_prob`` the clip is a still with simulated camera
+  motion instead (CamVid/CARLA/procedural scenes), for variety of scenes.
+
+Whole videos are held out by name (:data:`HELDOUT_VIDEOS`, at least one per source): the
+``heldout`` split is never trained on. Items are dicts like the other datasets' (``lq``, ``gt``:
+(T, 3, h, w) float32 in [0, 1]; ``key``). Evaluation items (``train=False``) depend only on
+(dataset seed, index) and use whole frames resized to ``size``.
+
+Dimension letters: T frames, H height, W width.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+
+from .clips import CameraMotion, builtin_scene, list_images, natural_key, read_image, resize_to, still_to_clip
+from .datasets import DatasetError, _global_rng, to_tensor_clip
+from .rain_realism import apply_camera, random_camera, random_rain
+from .synthetic_rain import RainGenerator, RainParams
+
+# Whole videos never trained on: one dash-cam clip and one of the Intel clips.
+HELDOUT_VIDEOS = ('highway_pv_traffic', 'parking_lot_topdown')
+_VIDEO_TAG = 0xC11B5  # entropy tag of evaluation items, apart from the other datasets' tags
+
+
+def find_videos(roots: Sequence[str | Path]) -> list[tuple[str, list[Path]]]:
+    """Videos as (name, frame files): each root is a folder of frames or a folder of such folders."""
+    videos: list[tuple[str, list[Path]]] = []
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise DatasetError(f'video root {root} is not a folder; give folders of consecutive frames '
+                               '(e.g. ../shared/data/clean_video_udacity)')
+        direct = list_images(root)
+        if len(direct) >= 2:
+            videos.append((root.name, direct))
+            continue
+        for sub in sorted((d for d in root.iterdir() if d.is_dir()), key=natural_key):
+            files = list_images(sub)
+            if len(files) >= 2:
+                videos.append((sub.name, files))
+    if not videos:
+        raise DatasetError(f'no videos (folders of >= 2 frames) under {[str(r) for r in roots]}')
+    return videos
+
+
+class VideoRainDataset(Dataset):
+    """Rainy/clean clips from clean videos (see the module doc).
+
+    Args:
+        video_roots: folders of videos (:func:`find_videos`).
+        frames: T.
+        crop: side of the square training crop; evaluation uses ``size`` instead.
+        train: random draws (numpy's global RNG, seeded per sample by the trainer) vs
+            deterministic per index.
+        split: 'train' (videos not in ``heldout``), 'heldout' or 'all'.
+        heldout: names of the held-out videos.
+        stride: (lo, hi) frame stride drawn per training clip; evaluation uses ``eval_stride``.
+        eval_stride: the stride of evaluation clips.
+        reverse_prob, cut_prob: chance of time reversal / of a cut to another scene part-way.
+        clean_prob: chance that a clip has no rain (input = target).
+        presets: None draws a new rain look per clip; else preset names (training: one drawn
+            per clip, with its knobs jittered; evaluation: item i uses preset i // videos).
+        camera: run the camera pipeline (blur, noise, JPEG) after the rain.
+        zoom: (lo, hi) fraction of the frame's short side the training crop covers.
+        still_roots, still_prob, builtin_scenes: stills (and procedural scenes) with simulated
+            camera motion, used for a ``still_prob`` share of training clips.
+        length: items per pass (default: 64 per video in training; videos x presets otherwise).
+        seed: dataset seed of evaluation items.
+        size: (h, w) of evaluation clips (whole frames resized); default (180, 320).
+    """
+
+    def __init__(self, video_roots: Sequence[str | Path], frames: int = 4, crop: int | None = 128,
+                 train: bool = True, split: str = 'train', heldout: Sequence[str] = HELDOUT_VIDEOS,
+                 stride: Sequence[int] = (1, 8), eval_stride: int = 1, reverse_prob: float = 0.5,
+                 cut_prob: float = 0.1, clean_prob: float = 0.1, presets: Sequence[str] | None = None,
+                 camera: bool = True, zoom: Sequence[float] = (0.35, 1.0),
+                 still_roots: Sequence[str | Path] = (), still_prob: float = 0.0,
+                 builtin_scenes: int = 0, length: int | None = None, seed: int = 0,
+                 size: Sequence[int] | None = None, cache: bool = True) -> None:
+        if isinstance(video_roots, (str, Path)):
+            video_roots = [video_roots]
+        videos = find_videos(video_roots)
+        if split not in ('all', 'train', 'heldout'):
+            raise DatasetError(f"split={split!r}: expected 'all', 'train' or 'heldout'")
+        held = set(heldout)
+        if split == 'train':
+            videos = [v for v in videos if v[0] not in held]
+        elif split == 'heldout':
+            videos = [v for v in videos if v[0] in held]
+        if not videos:
+            raise DatasetError(f'split {split!r} has no videos (held out: {sorted(held)}); check the roots')
+        lo, hi = int(stride[0]), int(stride[1])
+        if not 1 <= lo <= hi:
+            raise DatasetError(f'stride={tuple(stride)}: expected 1 <= lo <= hi')
+        if frames < 1 or eval_stride < 1:
+            raise DatasetError(f'frames={frames}, eval_stride={eval_stride}: expected >= 1')
+        for name in presets or ():
+            RainParams.preset(name)  # fail early on a typo
+        if still_prob > 0 and not still_roots and not builtin_scenes:
+            raise DatasetError('still_prob > 0 needs still_roots or builtin_scenes')
+        self.videos, self.frames, self.crop, self.train = videos, frames, crop, train
+        self.stride, self.eval_stride = (lo, hi), eval_stride
+        self.reverse_prob, self.cut_prob, self.clean_prob = reverse_prob, cut_prob, clean_prob
+        self.presets = list(presets) if presets else None
+        self.camera, self.zoom, self.seed = camera, (float(zoom[0]), float(zoom[1])), seed
+        self.size = tuple(size) if size else (180, 320)
+        self.stills: list[Path] = []
+        for root in still_roots:
+            p = Path(root)
+            self.stills += [p] if p.is_file() else list_images(p)
+        self.builtin_scenes, self.still_prob = builtin_scenes, still_prob
+        self.length = length or (len(videos) * 64 if train else len(videos) * max(len(self.presets or [1]), 1))
+        self._weights = np.asarray([len(f) for _, f in videos], np.float64)
+        self._weights /= self._weights.sum()
+        self._cache: dict[Path, np.ndarray] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return self.length
+
+    # ------------------------------------------------------------------ frames
+    def _frame(self, path: Path) -> np.ndarray:
+        if self._cache is not None and path in self._cache:
+            return self._cache[path]
+        img = read_image(path)
+        if self._cache is not None:
+            self._cache[path] = img
+        return img
+
+    def _indices(self, n: int, count: int, stride: int, rng: np.random.Generator) -> list[int]:
+        stride = max(1, min(stride, (n - 1) // max(count - 1, 1)))
+        span = stride * (count - 1)
+        start = int(rng.integers(0, n - span)) if n > span else 0
+        return [min(start + stride * k, n - 1) for k in range(count)]
+
+    def _segment(self, count: int, rng: np.random.Generator, stride: int) -> tuple[str, list[np.ndarray]]:
+        v = int(rng.choice(len(self.videos), p=self._weights)) if self.train else 0
+        name, files = self.videos[v]
+        idx = self._indices(len(files), count, stride, rng)
+        if self.train and rng.random() < self.reverse_prob:
+            idx = idx[::-1]
+        return name, [self._frame(files[i]) for i in idx]
+
+    def _window(self, frames: list[np.ndarray], side: int, rng: np.random.Generator) -> np.ndarray:
+        """The same random square window of every frame, resized to side x side."""
+        h, w = frames[0].shape[:2]
+        frac = rng.uniform(*self.zoom)
+        win = int(np.clip(round(min(h, w) * frac), min(side, min(h, w)) // 2, min(h, w)))
+        y, x = int(rng.integers(0, h - win + 1)), int(rng.integers(0, w - win + 1))
+        interp = cv2.INTER_AREA if win > side else cv2.INTER_LINEAR
+        return np.stack([cv2.resize(f[y:y + win, x:x + win], (side, side), interpolation=interp) for f in frames])
+
+    def _still_clip(self, rng: np.random.Generator, side: int) -> tuple[str, np.ndarray]:
+        k = int(rng.integers(len(self.stills) + self.builtin_scenes))
+        if k < len(self.stills):
+            img, name = read_image(self.stills[k]), self.stills[k].stem
+        else:
+            img, name = builtin_scene(360, 480, seed=500_000 + k - len(self.stills)), f'builtin{k}'
+        if min(img.shape[:2]) > 480:
+            f = 480 / min(img.shape[:2])
+            img = resize_to(img, (round(img.shape[0] * f), round(img.shape[1] * f)))
+        # fast motion too: the real videos' strides cover the rest
+        motion = CameraMotion(pan=float(rng.uniform(1, 12)), shake=float(rng.uniform(0.5, 3)))
+        return name, still_to_clip(img, self.frames, (side, side), rng, motion, fov=(0.35, 0.9))
+
+    # ------------------------------------------------------------------ items
+    def render(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        """Item ``index`` drawn from ``rng``."""
+        t = self.frames
+        preset = None
+        if self.train:
+            side = int(self.crop or 128)
+            if self.still_prob > 0 and rng.random() < self.still_prob:
+                name, clean = self._still_clip(rng, side)
+            else:
+                stride = int(rng.integers(self.stride[0], self.stride[1] + 1))
+                name, frames = self._segment(t, rng, stride)
+                clean = self._window(frames, side, rng)
+                if t > 1 and rng.random() < self.cut_prob:  # a cut: the rest of the clip is elsewhere
+                    k = int(rng.integers(1, t))
+                    _, other = self._segment(t - k, rng, stride)
+                    clean = np.concatenate([clean[:k], self._window(other, side, rng)])
+                if rng.random() < 0.5:
+                    clean = clean[:, :, ::-1]
+            if self.presets:
+                preset = self.presets[int(rng.integers(len(self.presets)))]
+        else:
+            name, files = self.videos[index % len(self.videos)]
+            idx = self._indices(len(files), t, self.eval_stride, rng)
+            h, w = self.size
+            clean = np.stack([resize_to(self._frame(files[i]), (h, w)) for i in idx])
+            if self.presets:
+                preset = self.presets[(index // len(self.videos)) % len(self.presets)]
+        clean = np.ascontiguousarray(clean)
+        if self.train and rng.random() < self.clean_prob:
+            look, lq = 'clean', clean.copy()
+        else:
+            params = random_rain(rng, base=preset)
+            look = preset or 'random'
+            lq = RainGenerator(params, int(rng.integers(2 ** 63 - 1))).render_clip(clean).rainy
+        if self.camera:
+            lq, clean = apply_camera([lq, clean], random_camera(rng), rng)
+        return {'lq': to_tensor_clip(lq), 'gt': to_tensor_clip(clean), 'key': f'{name}/{look}/{index}'}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = _global_rng() if self.train else np.random.default_rng([_VIDEO_TAG, self.seed, index])
+        return self.render(index, rng)
+
+
+def build_video_dataset(clean_roots: Sequence[str], frames: int = 4, crop: int | None = 128,
+                        train: bool = True, **options: Any) -> VideoRainDataset:
+    """Trainer entry point (``data.kind: video``); options go to :class:`VideoRainDataset`.
+
+    Options arrive from YAML, so lists are accepted where tuples are expected.
+    """
+    return VideoRainDataset(clean_roots, frames=frames, crop=crop, train=train, **options)

@@ -1,0 +1,110 @@
+"""Realistic rain: refraction, depth haze, per-clip random looks, the camera after the rain."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rainmamba_core.data.clips import builtin_scene
+from rainmamba_core.data.rain_realism import (CameraPipeline, apply_camera, random_camera,
+                                              random_rain)
+from rainmamba_core.data.synthetic_rain import RainError, RainGenerator, RainParams
+
+
+def half_dark_clip(t: int = 3, h: int = 64, w: int = 96) -> np.ndarray:
+    """Top half bright sky (230), bottom half dark road (30)."""
+    clip = np.full((t, h, w, 3), 30, np.uint8)
+    clip[:, : h // 2] = 230
+    return clip
+
+
+def test_refracted_streaks_are_dark_over_bright_sky_and_bright_over_dark_road() -> None:
+    clip = half_dark_clip()
+    p = RainParams.preset('heavy', drops=0, darken=0.0, veil=0.0, refraction=1.0, streak_gain=1.0)
+    r = RainGenerator(p, seed=3).render_clip(clip)
+    diff = r.rainy.astype(int) - clip
+    streak = r.streaks > 0.2
+    top, bottom = streak.copy(), streak.copy()
+    top[:, 32:] = False
+    bottom[:, :32] = False
+    # the drop shows a wide blur of the scene (~130 grey): darker than the sky, brighter than the road
+    assert diff[top].mean() < -10
+    assert diff[bottom].mean() > 10
+    # the additive look (refraction 0) brightens everywhere
+    add = RainGenerator(dataclasses.replace(p, refraction=0.0), seed=3).render_clip(clip)
+    assert (add.rainy.astype(int) - clip)[top].mean() > 0
+
+
+def test_refraction_zero_keeps_the_additive_model_exactly() -> None:
+    clip = np.stack([builtin_scene(48, 64, seed=2)] * 2)
+    p = RainParams.preset('moderate')
+    a = RainGenerator(p, seed=5).render_clip(clip)
+    b = RainGenerator(dataclasses.replace(p, refraction=0.0, veil_gradient=0.0), seed=5).render_clip(clip)
+    assert np.array_equal(a.rainy, b.rainy)
+
+
+def test_veil_gradient_makes_the_top_hazier() -> None:
+    clip = np.full((1, 60, 40, 3), 40, np.uint8)
+    p = RainParams(density=0.0, drops=0, veil=0.2, veil_gradient=1.5)
+    r = RainGenerator(p, seed=0).render_clip(clip).rainy.astype(float)
+    flat = RainGenerator(dataclasses.replace(p, veil_gradient=0.0), seed=0).render_clip(clip).rainy.astype(float)
+    # haze colour (~0.77 * 255) is brighter than the scene: more haze = brighter
+    assert r[0, :5].mean() > r[0, -5:].mean() + 20
+    assert abs(r[0, -1].mean() - flat[0, -1].mean()) <= 2  # bottom row: the base veil
+    with pytest.raises(RainError, match='veil_gradient'):
+        RainParams(veil=0.5, veil_gradient=1.5).validate()
+
+
+def test_random_rain_is_seeded_varied_and_within_bounds() -> None:
+    looks = [random_rain(np.random.default_rng(s)) for s in range(200)]
+    again = [random_rain(np.random.default_rng(s)) for s in range(3)]
+    assert looks[:3] == again
+    angles = np.array([p.angle for p in looks])
+    assert np.abs(angles).max() <= 35.0 and angles.min() < -15 and angles.max() > 15
+    assert np.mean(np.abs(angles) < 10) > 0.3  # most rain falls near vertical
+    assert len({p.layers for p in looks}) >= 3
+    assert 0.3 < np.mean([p.drops > 0 for p in looks]) < 0.9
+    assert min(p.refraction for p in looks) == 0.0 and max(p.refraction for p in looks) > 0.9
+    for p in looks:
+        p.validate()
+    # a fixed base keeps that preset's character: storm is denser than drizzle on average
+    storm = np.mean([random_rain(np.random.default_rng(s), 'storm').density for s in range(20)])
+    drizzle = np.mean([random_rain(np.random.default_rng(s), 'drizzle').density for s in range(20)])
+    assert storm > 4 * drizzle
+
+
+def test_nturain_preset_is_light_thin_and_vertical() -> None:
+    clip = np.stack([builtin_scene(120, 160, seed=4)] * 3)
+    p = RainParams.preset('nturain')
+    assert p.drops == 0 and p.width <= 1.0 and abs(p.angle) < 1 and p.length >= 40
+    r = RainGenerator(p, seed=1).render_clip(clip)
+    mse = np.mean((r.rainy.astype(float) - clip) ** 2)
+    # NTURain's own clips score 27-30 dB against their ground truth; allow the scene's spread
+    assert 26 < 10 * np.log10(255 ** 2 / mse) < 34
+
+
+def test_camera_pipeline_is_identical_on_both_clips_and_identity_when_off() -> None:
+    rng = np.random.default_rng(0)
+    clean = np.stack([builtin_scene(48, 64, seed=1)] * 2)
+    rainy = clean.copy()
+    rainy[:, 10:20, 30] = 255  # one streak
+    lq, gt = apply_camera([rainy, clean], CameraPipeline(blur=0.5, noise=2.0, jpeg_quality=70), rng)
+    far = np.ones(clean.shape[:3], bool)
+    # the 16x16 JPEG blocks (4:2:0) the blurred streak touches, plus the one pixel that the
+    # decoder's smooth chroma upsampling blends across block edges
+    far[:, 0:34, 14:50] = False
+    assert np.array_equal(lq[far], gt[far])
+    assert not np.array_equal(gt, clean)  # the camera did change the frames
+    same = apply_camera([clean], CameraPipeline(), rng)[0]
+    assert np.array_equal(same, clean)
+    with pytest.raises(RainError, match='jpeg_quality'):
+        apply_camera([clean], CameraPipeline(jpeg_quality=0), rng)
+
+
+def test_random_camera_ranges() -> None:
+    cams = [random_camera(np.random.default_rng(s)) for s in range(100)]
+    qualities = [c.jpeg_quality for c in cams if c.jpeg_quality is not None]
+    assert 40 < len(qualities) < 95 and min(qualities) >= 60 and max(qualities) <= 95
+    assert max(c.noise for c in cams) <= 3.0 and max(c.blur for c in cams) <= 0.8
+    assert any(c.blur == 0 for c in cams) and any(c.noise == 0 for c in cams)

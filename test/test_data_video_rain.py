@@ -1,0 +1,92 @@
+"""VideoRainDataset: real motion from frame folders, held-out videos, strides, cuts, clean clips."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rainmamba_core.data.clips import write_image
+from rainmamba_core.data.datasets import DatasetError
+from rainmamba_core.data.video_rain import HELDOUT_VIDEOS, VideoRainDataset, find_videos
+
+
+def make_video(folder: Path, frames: int = 20, h: int = 40, w: int = 64, value0: int = 0) -> None:
+    """Frame k is a flat grey of value0 + 10 k in the red channel: the frame index is readable."""
+    for k in range(frames):
+        img = np.full((h, w, 3), 100, np.uint8)
+        img[..., 0] = value0 + 10 * k
+        write_image(folder / f'{k:05d}.png', img)
+
+
+@pytest.fixture
+def videos(tmp_path: Path) -> Path:
+    root = tmp_path / 'videos'
+    make_video(root / 'train_a', value0=0)
+    make_video(root / 'train_b', value0=5)
+    make_video(root / HELDOUT_VIDEOS[0], value0=2)
+    return root
+
+
+def frame_numbers(clip, value0: float) -> np.ndarray:
+    """Recover the frame index of each frame of a (T, 3, H, W) [0, 1] tensor (red = value0 + 10 k)."""
+    red = clip[:, 0].mean(dim=(1, 2)).numpy() * 255
+    return np.round((red - value0) / 10).astype(int)
+
+
+def test_find_videos_and_the_split(videos: Path) -> None:
+    names = [n for n, _ in find_videos([videos])]
+    assert names == sorted(['train_a', 'train_b', HELDOUT_VIDEOS[0]])
+    train = VideoRainDataset([videos], frames=3, crop=32, split='train')
+    held = VideoRainDataset([videos], frames=3, crop=32, split='heldout', train=False)
+    assert {n for n, _ in train.videos} == {'train_a', 'train_b'}
+    assert [n for n, _ in held.videos] == [HELDOUT_VIDEOS[0]]
+    with pytest.raises(DatasetError, match='not a folder'):
+        find_videos([videos / 'nope'])
+    with pytest.raises(DatasetError, match='stride'):
+        VideoRainDataset([videos], stride=(3, 1))
+
+
+def test_training_clips_follow_a_stride_in_either_direction(videos: Path) -> None:
+    ds = VideoRainDataset([videos / 'train_a'], frames=4, crop=16, split='all', stride=(3, 3),
+                          clean_prob=1.0, camera=False, cut_prob=0.0, reverse_prob=0.5)
+    steps = set()
+    for seed in range(12):
+        np.random.seed(seed)
+        item = ds[0]
+        assert item['lq'].shape == (4, 3, 16, 16)
+        assert np.array_equal(item['lq'].numpy(), item['gt'].numpy())  # clean_prob=1: input = target
+        k = frame_numbers(item['gt'], 0)
+        steps.add(tuple(np.diff(k)))
+    assert steps == {(3, 3, 3), (-3, -3, -3)}  # forward and reversed, always stride 3
+
+
+def test_cuts_jump_to_another_scene(videos: Path) -> None:
+    ds = VideoRainDataset([videos / 'train_a', videos / 'train_b'], frames=4, crop=16, split='all',
+                          stride=(1, 1), clean_prob=1.0, camera=False, cut_prob=1.0, reverse_prob=0.0)
+    jumps = 0
+    for seed in range(10):
+        np.random.seed(seed)
+        red = ds[0]['gt'][:, 0].mean(dim=(1, 2)).numpy() * 255
+        jumps += int(np.any(np.abs(np.diff(red) - 10) > 1))  # not a plain +1 frame step
+    assert jumps >= 8  # a cut lands on the same video at exactly the next frame only by chance
+
+
+def test_rainy_items_differ_from_clean_and_evaluation_is_deterministic(videos: Path) -> None:
+    ev = VideoRainDataset([videos], frames=3, train=False, split='heldout', presets=['storm', 'nturain'],
+                          size=(40, 64), eval_stride=2)
+    assert len(ev) == 2
+    a, b = ev[0], ev[0]
+    assert np.array_equal(a['lq'].numpy(), b['lq'].numpy())
+    assert a['lq'].shape == (3, 3, 40, 64) and a['key'].split('/')[:2] == [HELDOUT_VIDEOS[0], 'storm']
+    assert ev[1]['key'].split('/')[1] == 'nturain'
+    assert np.abs(a['lq'].numpy() - a['gt'].numpy()).mean() > 0.01
+    assert list(np.diff(frame_numbers(a['gt'], 2))) == [2, 2]
+
+
+def test_stills_join_training(videos: Path, tmp_path: Path) -> None:
+    ds = VideoRainDataset([videos], frames=2, crop=24, still_prob=1.0, builtin_scenes=2)
+    np.random.seed(0)
+    assert ds[0]['key'].startswith('builtin')
+    with pytest.raises(DatasetError, match='still_roots or builtin_scenes'):
+        VideoRainDataset([videos], still_prob=0.5)
