@@ -90,3 +90,20 @@ def test_stills_join_training(videos: Path, tmp_path: Path) -> None:
     assert ds[0]['key'].startswith('builtin')
     with pytest.raises(DatasetError, match='still_roots or builtin_scenes'):
         VideoRainDataset([videos], still_prob=0.5)
+
+
+def test_bases_weight_the_random_rain_looks(videos: Path) -> None:
+    def mean_change(bases: dict[str, float]) -> float:
+        ds = VideoRainDataset([videos], frames=2, crop=32, split='train', clean_prob=0.0, camera=False,
+                              bases=bases)
+        changes = []
+        for seed in range(6):
+            np.random.seed(seed)
+            item = ds[0]
+            changes.append(float((item['lq'] - item['gt']).abs().mean()))
+        return float(np.mean(changes))
+    assert mean_change({'storm': 1.0}) > 3 * mean_change({'drizzle': 1.0})
+    with pytest.raises(DatasetError, match='bases'):
+        VideoRainDataset([videos], bases={'storm': -1.0})
+    with pytest.raises(Exception, match='unknown rain preset'):
+        VideoRainDataset([videos], bases={'hail': 1.0})

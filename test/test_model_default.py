@@ -52,10 +52,31 @@ def test_bundled_default_derains_held_out_heavy_rain(shared) -> None:
         model_psnr = sum(psnr(a, b) for a, b in zip(to_uint8(out), gt)) / len(gt)
         rainy_psnr = sum(psnr(a, b) for a, b in zip(to_uint8(item['lq']), gt)) / len(gt)
         gains.append(model_psnr - rainy_psnr)
-    # The shipped model gains 9.3-10.0 dB on these four clips (heavy +7.9, storm +8.5 dB on the model
-    # card's 36 clips); the previous default (stage 4) gained 3-4 dB and an untrained one about 0.
-    # 5 dB catches a regression to either while leaving room for BLAS/CPU rounding differences.
-    assert sum(gains) / len(gains) > 5.0, gains
+    # The shipped model (stage 9) gains 6.4-6.7 dB on these four clips (mean 6.59); stage 8, trained
+    # on exactly this look of rain over stills, gained 9.3-10.0, an untrained model about 0. These
+    # clips are fixed, so the only run-to-run difference is BLAS/CPU rounding (rel. ~1e-6, far below
+    # 0.1 dB): 6.0 dB leaves that room and still fails on a clearly weaker model.
+    assert sum(gains) / len(gains) > 6.0, gains
+
+
+def test_bundled_default_leaves_clean_video_alone(shared) -> None:
+    """Do no harm: a held-out clean video clip with fast motion (stride 4) comes back unchanged."""
+    if not rm.DEFAULT_MODEL.is_file():
+        pytest.skip(f'{rm.DEFAULT_MODEL} is not in this checkout')
+    from rainmamba_core.data.video_rain import VideoRainDataset
+    from rainmamba_core.eval.metrics import psnr, to_uint8
+    roots = [shared.path('data', 'clean_video_udacity'), shared.path('data', 'clean_video_intel')]
+    data = VideoRainDataset(roots, frames=6, train=False, split='heldout', eval_stride=4, size=(96, 160))
+    net = rm.load_default_model().eval()
+    worst = []
+    for i in range(len(data)):
+        clean = data[i]['gt']
+        with torch.no_grad():
+            out = to_uint8(net(clean[None])[0])
+        worst.append(min(psnr(a, b) for a, b in zip(out, to_uint8(clean))))
+    # The issue's bounds: >= 45 dB on clean frames and no ghosting (>= 40 dB on every frame). The
+    # shipped model's worst frames measure 67.4 and 50.6 dB here (stage 8: 38.8 and 45.1 dB).
+    assert min(worst) >= 45.0, worst
 
 
 def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -72,11 +93,12 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
     res = subprocess.run(['bash', str(script), str(tmp_path / 'runs')], env={'DRY_RUN': '1', 'PATH': '/usr/bin:/bin'},
                          capture_output=True, text=True, check=True)
     stages = [shlex.split(line.split(': ', 1)[1]) for line in res.stdout.splitlines() if ' train ' in line]
-    assert len(stages) == 8 and not any(tmp_path.iterdir())  # a dry run prints and writes nothing
+    assert len(stages) == 9 and not any(tmp_path.iterdir())  # a dry run prints and writes nothing
     last = stages[-1]
     overrides = last[last.index('--no-progress') + 1:]
+    config = last[last.index('--config') + 1]
     capsys.readouterr()
-    assert main(['train', '--config', 'tiny_cpu', '--print-config', *overrides]) == 0
+    assert main(['train', '--config', config, '--print-config', *overrides]) == 0
     planned = yaml.safe_load(capsys.readouterr().out)
     shipped = torch.load(rm.DEFAULT_MODEL, weights_only=True)['training']['train_config']
     for cfg in (planned, shipped):  # where the run wrote and what it started from differ by machine

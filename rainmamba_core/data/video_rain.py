@@ -84,6 +84,8 @@ class VideoRainDataset(Dataset):
         presets: None draws a new rain look per clip; else preset names (training: one drawn
             per clip, with its knobs jittered; evaluation: item i uses preset i // videos).
         camera: run the camera pipeline (blur, noise, JPEG) after the rain.
+        bases: weights of the base looks drawn when ``presets`` is None (default
+            :data:`~rainmamba_core.data.rain_realism.RANDOM_BASES`).
         zoom: (lo, hi) fraction of the frame's short side the training crop covers.
         still_roots, still_prob, builtin_scenes: stills (and procedural scenes) with simulated
             camera motion, used for a ``still_prob`` share of training clips.
@@ -97,6 +99,7 @@ class VideoRainDataset(Dataset):
                  stride: Sequence[int] = (1, 8), eval_stride: int = 1, reverse_prob: float = 0.5,
                  cut_prob: float = 0.1, clean_prob: float = 0.1, presets: Sequence[str] | None = None,
                  camera: bool = True, zoom: Sequence[float] = (0.35, 1.0),
+                 bases: dict[str, float] | None = None,
                  still_roots: Sequence[str | Path] = (), still_prob: float = 0.0,
                  builtin_scenes: int = 0, length: int | None = None, seed: int = 0,
                  size: Sequence[int] | None = None, cache: bool = True) -> None:
@@ -117,8 +120,11 @@ class VideoRainDataset(Dataset):
             raise DatasetError(f'stride={tuple(stride)}: expected 1 <= lo <= hi')
         if frames < 1 or eval_stride < 1:
             raise DatasetError(f'frames={frames}, eval_stride={eval_stride}: expected >= 1')
-        for name in presets or ():
+        for name in list(presets or ()) + list(bases or ()):
             RainParams.preset(name)  # fail early on a typo
+        if bases is not None and (min(bases.values(), default=0) < 0 or sum(bases.values()) <= 0):
+            raise DatasetError(f'bases={bases}: expected non-negative weights with a positive sum')
+        self.bases = dict(bases) if bases else None
         if still_prob > 0 and not still_roots and not builtin_scenes:
             raise DatasetError('still_prob > 0 needs still_roots or builtin_scenes')
         self.videos, self.frames, self.crop, self.train = videos, frames, crop, train
@@ -217,7 +223,7 @@ class VideoRainDataset(Dataset):
         if self.train and rng.random() < self.clean_prob:
             look, lq = 'clean', clean.copy()
         else:
-            params = random_rain(rng, base=preset)
+            params = random_rain(rng, base=preset, bases=self.bases)
             look = preset or 'random'
             lq = RainGenerator(params, int(rng.integers(2 ** 63 - 1))).render_clip(clean).rainy
         if self.camera:

@@ -6,6 +6,7 @@ Examples::
     rainmamba eval --model default --data synthetic --held-out --out runs/eval_synth
     rainmamba eval --model ckpt.pt --data ../shared/data/nturain_a2 --out runs/eval_ntu
     rainmamba eval --model default --data ../shared/data/real_rain_yard/rain --streaming --out runs/yard
+    rainmamba eval --suite generalisation --model new.pt --reference default --out runs/suite
 """
 from __future__ import annotations
 
@@ -48,10 +49,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--vgg16', default=None, help="LPIPS: torchvision's vgg16-397923af.pth")
     parser.add_argument('--samples', type=int, default=3, help='clips shown as side-by-side images')
     parser.add_argument('--no-baselines', action='store_true', help='skip the baselines')
+    suite = parser.add_argument_group('generalisation suite (--suite generalisation)')
+    suite.add_argument('--suite', choices=['generalisation'], default=None,
+                       help='run the generalisation suite instead of --data: NTURain a2, the '
+                            'pedestrian pair, held-out real videos with every rain preset (also at '
+                            'frame stride 4), clean clips (do no harm, ghosting), brightness, '
+                            'streamed vs per-frame, real rain images; writes suite.md/json')
+    suite.add_argument('--reference', action='append', default=[],
+                       help="suite: another model scored side by side (path or 'default'); repeatable")
+    suite.add_argument('--shared-data', default=None,
+                       help='suite: the shared data folder (default: ../shared/data beside the checkout)')
+    suite.add_argument('--suite-frames', type=int, default=8, help='suite: frames per held-out video clip')
+    suite.add_argument('--suite-size', type=int, nargs=2, default=(180, 320), metavar=('H', 'W'),
+                       help='suite: held-out video clip size')
+
+
+def _shared_data() -> Path:
+    return Path(__file__).resolve().parents[2].parent / 'shared' / 'data'
 
 
 def _shared_clean_roots() -> list[str]:
-    base = Path(__file__).resolve().parents[2].parent / 'shared' / 'data'
+    base = _shared_data()
     roots = [str(base / r) for r in SHARED_CLEAN if (base / r).is_dir()]
     return roots
 
@@ -77,11 +95,42 @@ def build_model_fn(model: str, streaming: bool, device: str):
     return torch_clip_fn(net, device), 'model'
 
 
+def run_suite_verb(args: argparse.Namespace, device: str) -> int:
+    from .evaluate import EvalError
+    from .suite import SuiteOptions, run_suite, write_suite_report
+    shared = Path(args.shared_data) if args.shared_data else _shared_data()
+    if not shared.is_dir():
+        raise EvalError(f'--suite generalisation: the shared data folder {shared} does not exist; '
+                        'give --shared-data (the folder holding nturain_a2, clean_video_* ...)')
+    models = {}
+    for spec in [args.model] + list(args.reference):
+        fn, _ = build_model_fn(spec, False, device)
+        if fn is None:
+            raise EvalError(f'--suite needs a model, got --model {spec!r}')
+        label = 'bundled default' if spec == 'default' else Path(spec).stem
+        while label in models:
+            label += "'"
+        models[label] = fn
+    opts = SuiteOptions(shared_data=shared, frames=args.suite_frames, size=tuple(args.suite_size),
+                        seed=args.seed)
+    t0 = time.time()
+    results = run_suite(models, opts)
+    meta = {'models': ', '.join(f'{k} ({v})' for k, v in zip(models, [args.model] + list(args.reference))),
+            'mode': 'whole-clip causal forward (= streaming with the carried state)',
+            'device': device, 'wall time (s)': round(time.time() - t0, 1)}
+    paths = write_suite_report(results, args.out, meta=meta)
+    print(paths['markdown'].read_text())
+    print(f'report: {paths["markdown"]}')
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, folder_clips, synthetic_clips
     from .metrics import LPIPS
     from .report import preset_groups, write_report
     device = _device(args.device)
+    if args.suite:
+        return run_suite_verb(args, device)
     model_fn, label = build_model_fn(args.model, args.streaming, device)
     if args.data == 'synthetic':
         roots = args.clean_roots if args.clean_roots is not None else _shared_clean_roots()

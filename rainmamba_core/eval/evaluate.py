@@ -123,7 +123,8 @@ def evaluate(model_fn: ClipFn | None, clips: Iterable[Clip], baselines: bool = T
 
 def folder_clips(root: str | Path, max_frames: int | None = None) -> Iterator[Clip]:
     """Clips from a folder: the authors' layout (lq/ and gt/ of sequence folders), a pair of
-    ``*_Rain`` / ``*_GT`` (NTURain) or ``rainy`` / ``clean`` (``rainmamba synth``) frame folders,
+    ``*_Rain`` / ``*_GT`` (NTURain), ``rainy`` / ``clean`` (``rainmamba synth``) or ``rain`` / ``gt``
+    frame folders,
     or a plain folder of rainy frames (no ground truth)."""
     from rainmamba_core.data.clips import list_images, load_frame_folder
     from rainmamba_core.data.datasets import find_sequences, read_image
@@ -131,7 +132,7 @@ def folder_clips(root: str | Path, max_frames: int | None = None) -> Iterator[Cl
     if not root.is_dir():
         raise EvalError(f'{root}: not a folder; give a dataset folder or "synthetic"')
     pairs: list[tuple[Path, Path]] = []
-    for lq_name, gt_name in (('lq', 'gt'), ('rainy', 'clean'), ('input', 'target')):
+    for lq_name, gt_name in (('lq', 'gt'), ('rainy', 'clean'), ('input', 'target'), ('rain', 'gt')):
         if (root / lq_name).is_dir() and (root / gt_name).is_dir():
             pairs.append((root / lq_name, root / gt_name))
             break

@@ -1,0 +1,284 @@
+"""The generalisation suite: does a model derain rain and scenes it never saw, and do no harm?
+
+``rainmamba eval --suite generalisation --out DIR [--model M] [--reference R]`` runs every set
+below through each model (and the baselines) in one command and writes ``suite.md`` (the table),
+``suite.json`` and side-by-side images (``images/``), real rain included:
+
+==================  ==========================================================================
+set                 what it asks
+==================  ==========================================================================
+nturain_a2          real video with NTURain's synthetic rain (9 frames, 640x480): gain over input
+pedestrian          real greyscale video with light rain (24 frames; replicated to RGB): gain
+video/<preset>      held-out real videos (never trained on) with this project's rain, one row
+                    per preset: gain, and better than the temporal median?
+video_stride4       the same clips with every 4th frame (frames the node skipped): gain
+clean               held-out clean clips, 24 frames at stride 4 (fast motion), output vs input:
+                    mean and worst frame (ghosting shows as a bad frame)
+brightness          mean |mean(output) - mean(clean)| per frame on the rainy video clips (0-255)
+streamed-per_frame  PSNR of the carried-state output minus that of each frame run alone, on the
+                    stride-4 clips (negative: the state hurts)
+real_rain_yard      real heavy rain, no ground truth: images only
+==================  ==========================================================================
+
+Causal models are scored with their whole-clip forward, which equals frame-by-frame streaming
+with the carried state (tested to rel. 1e-5), so "streamed" numbers are what the node delivers.
+The sets are read from ``../shared/data`` (``--shared-data``); a missing set is skipped with a
+note in the report, never silently.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .baselines import temporal_median
+from .evaluate import Clip, ClipFn, EvalError, folder_clips
+from .metrics import psnr, to_uint8
+
+log = logging.getLogger(__name__)
+
+SUITE_PRESETS = ('nturain', 'drizzle', 'light', 'moderate', 'heavy', 'storm')
+# the issue's targets, shown beside the measurements (gain in dB unless said otherwise)
+TARGETS = {'nturain_a2 gain': '>= +1.5 dB', 'pedestrian gain': '>= +1 dB',
+           'video/': '>= +6 dB, > median', 'video all': '>= +6 dB, > median',
+           'video_stride': '>= +5 dB', 'clean output vs input, mean': '>= 45 dB',
+           'clean output vs input, worst': '>= 40 dB (no ghosting)',
+           'brightness error, mean': '<= 1.5 grey levels', 'streamed minus': '>= 0 dB'}
+
+
+def target_for(row: str) -> str:
+    """The issue's target for a table row ('' when the row has none)."""
+    keys = sorted((k for k in TARGETS if row.startswith(k)), key=len, reverse=True)
+    return TARGETS[keys[0]] if keys else ''
+
+
+@dataclass
+class SuiteOptions:
+    """What the suite runs (defaults keep it to a few minutes per model on a 2-core CPU)."""
+
+    shared_data: Path                       # ../shared/data
+    frames: int = 8                         # frames per held-out video clip
+    size: tuple[int, int] = (180, 320)      # (h, w) of the held-out video clips
+    stride: int = 4                         # the dropped-frames rows' frame stride
+    presets: tuple[str, ...] = SUITE_PRESETS
+    seed: int = 0
+    real_frames: int = 12                   # real_rain_yard frames shown
+    clean_frames: int = 24                  # frames of the clean (ghosting) clips: a longer stream
+
+
+def per_frame_fn(fn: ClipFn) -> ClipFn:
+    """The clip function run on each frame alone (no carried state)."""
+    return lambda clip: np.concatenate([to_uint8(np.asarray(fn(clip[t:t + 1]))) for t in range(len(clip))])
+
+
+def brightness_error(out: np.ndarray, gt: np.ndarray) -> list[float]:
+    """Per frame |mean(out) - mean(gt)| in grey levels (0-255) of (T, H, W, 3) uint8 clips."""
+    return [abs(float(o.astype(np.float64).mean()) - float(g.astype(np.float64).mean())) for o, g in zip(out, gt)]
+
+
+def frame_psnrs(out: np.ndarray, gt: np.ndarray) -> list[float]:
+    return [min(psnr(o, g), 100.0) for o, g in zip(out, gt)]  # identical frames: 100, not inf
+
+
+def video_clips(opts: SuiteOptions, preset: str | None, stride: int, frames: int | None = None) -> Iterator[Clip]:
+    """Held-out video clips; preset None gives the clean clips (camera pipeline, no rain)."""
+    from rainmamba_core.data.video_rain import VideoRainDataset
+    roots = [opts.shared_data / n for n in ('clean_video_udacity', 'clean_video_intel')]
+    roots = [r for r in roots if r.is_dir()]
+    if not roots:
+        return
+    ds = VideoRainDataset(roots, frames=frames or opts.frames, train=False, split='heldout',
+                          presets=[preset or 'light'], eval_stride=stride, size=opts.size,
+                          seed=opts.seed + (0 if preset else 1))
+    for i in range(len(ds)):
+        item = ds[i]
+        gt = to_uint8(item['gt'])
+        lq = gt if preset is None else to_uint8(item['lq'])
+        yield item['key'].split('/')[0], lq, gt
+
+
+def suite_sets(opts: SuiteOptions) -> tuple[dict[str, list[Clip]], list[str]]:
+    """The sets as lists of (name, rainy, gt) clips, and notes on the sets that are missing."""
+    sets: dict[str, list[Clip]] = {}
+    notes = []
+    d = opts.shared_data
+    for key, folder in (('nturain_a2', 'nturain_a2'), ('pedestrian', 'paired_pmog_pedestrian')):
+        if (d / folder).is_dir():
+            sets[key] = list(folder_clips(d / folder))
+        else:
+            notes.append(f'{key}: {d / folder} is missing; skipped')
+    if any((d / n).is_dir() for n in ('clean_video_udacity', 'clean_video_intel')):
+        for p in opts.presets:
+            sets[f'video/{p}'] = list(video_clips(opts, p, 1))
+            sets[f'video_stride{opts.stride}/{p}'] = list(video_clips(opts, p, opts.stride))
+        sets['clean'] = list(video_clips(opts, None, opts.stride, opts.clean_frames))
+    else:
+        notes.append(f'held-out videos: {d}/clean_video_* are missing; skipped')
+    if (d / 'real_rain_yard' / 'rain').is_dir():
+        sets['real_rain_yard'] = list(folder_clips(d / 'real_rain_yard' / 'rain', opts.real_frames))
+    else:
+        notes.append('real_rain_yard: missing; no real-rain images')
+    return sets, notes
+
+
+def _mean(xs: list[float]) -> float:
+    return float(np.mean(xs)) if xs else float('nan')
+
+
+def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
+              progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score models (label -> clip function) and the baselines on every set.
+
+    Returns:
+        ``{'rows': {row: {method: value}}, 'per_set': ..., 'notes': [...], '_images': [...]}``:
+        PSNR in dB, brightness in grey levels; JSON-ready except ``_images``.
+    """
+    if not models:
+        raise EvalError('run_suite: no model to evaluate')
+    sets, notes = suite_sets(opts)
+    methods: dict[str, ClipFn] = dict(models)
+    methods['rainy input'] = lambda clip: clip
+    methods['temporal median'] = temporal_median
+    per_set: dict[str, dict[str, dict[str, float]]] = {}
+    images: list[tuple[str, list[tuple[str, np.ndarray]]]] = []
+    bright: dict[str, list[float]] = {m: [] for m in methods}
+    clean_frames: dict[str, list[float]] = {m: [] for m in models}
+    stream_gap: dict[str, list[float]] = {m: [] for m in models}
+    for name, clips in sets.items():
+        t0 = time.time()
+        per_set[name] = {}
+        for m, fn in methods.items():
+            if name == 'clean' and m not in models:
+                continue
+            scores, outs = [], []
+            for clip_name, rainy, gt in clips:
+                out = to_uint8(np.asarray(fn(rainy)))
+                if out.shape != rainy.shape:
+                    raise EvalError(f'{m} returned {out.shape} for {name}/{clip_name} of shape {rainy.shape}')
+                outs.append(out)
+                if gt is None:
+                    continue
+                fp = frame_psnrs(out, gt)
+                scores.append(_mean(fp))
+                if name == 'clean':
+                    clean_frames[m] += fp
+                elif name.startswith('video/'):
+                    bright[m] += brightness_error(out, gt)
+                elif name.startswith(f'video_stride{opts.stride}/') and m in models:
+                    alone = to_uint8(np.asarray(per_frame_fn(fn)(rainy)))
+                    stream_gap[m].append(_mean(fp) - _mean(frame_psnrs(alone, gt)))
+            if scores:
+                per_set[name][m] = _mean(scores)
+            if clips and (name in ('nturain_a2', 'pedestrian', 'real_rain_yard', 'video/nturain', 'video/storm')):
+                t = len(clips[0][1]) - 1 if name != 'real_rain_yard' else 0
+                _add_image(images, name, m, clips[0][1][t], outs[0][t], clips[0][2], t)
+        progress(f'[suite] {name}: {len(clips)} clips, {time.time() - t0:.0f} s  ' + '  '.join(
+            f'{m} {v:.2f}' for m, v in per_set[name].items()))
+    rows = _rows(per_set, models, bright, clean_frames, stream_gap, opts)
+    return {'rows': rows, 'per_set': per_set, 'notes': notes, 'targets': TARGETS,
+            'options': {'frames': opts.frames, 'size': list(opts.size), 'stride': opts.stride,
+                        'presets': list(opts.presets), 'seed': opts.seed},
+            '_images': images}
+
+
+def _add_image(images: list, name: str, method: str, rainy: np.ndarray, out: np.ndarray,
+               gt: np.ndarray | None, t: int) -> None:
+    for key, panels in images:
+        if key == name:
+            if method != 'rainy input':  # already the first panel
+                panels.append((method, out))
+            return
+    panels = [('rainy input (frame %d)' % t, rainy)]
+    if gt is not None:
+        panels.append(('ground truth', gt[t]))
+    if method != 'rainy input':
+        panels.append((method, out))
+    images.append((name, panels))
+
+
+def _rows(per_set: dict, models: dict, bright: dict, clean_frames: dict, stream_gap: dict,
+          opts: SuiteOptions) -> dict[str, dict[str, float]]:
+    """The summary table: one row per question, one column per method."""
+    rows: dict[str, dict[str, float]] = {}
+
+    def gain(set_name: str) -> dict[str, float]:
+        s = per_set.get(set_name, {})
+        base = s.get('rainy input')
+        return {m: v - base for m, v in s.items() if base is not None}
+    for key in ('nturain_a2', 'pedestrian'):
+        if key in per_set:
+            rows[f'{key} PSNR (dB)'] = dict(per_set[key])
+            rows[f'{key} gain (dB)'] = gain(key)
+    for prefix in ('video', f'video_stride{opts.stride}'):
+        names = [n for n in per_set if n.startswith(prefix + '/')]
+        if not names:
+            continue
+        for n in names:
+            rows[f'{n} gain (dB)'] = gain(n)
+        methods = per_set[names[0]].keys()
+        rows[f'{prefix} all presets gain (dB)'] = {m: _mean([gain(n)[m] for n in names]) for m in methods}
+    if any(clean_frames.values()):
+        rows['clean output vs input, mean (dB)'] = {m: _mean(v) for m, v in clean_frames.items()}
+        rows['clean output vs input, worst frame (dB)'] = {m: float(min(v)) for m, v in clean_frames.items()}
+    if any(bright.values()):
+        rows['brightness error, mean (grey levels)'] = {m: _mean(v) for m, v in bright.items()}
+        rows['brightness error, worst frame (grey levels)'] = {m: float(max(v)) for m, v in bright.items()}
+    if any(stream_gap.values()):
+        rows['streamed minus per-frame, stride 4 (dB)'] = {m: _mean(v) for m, v in stream_gap.items()}
+    return rows
+
+
+def write_suite_report(results: dict[str, Any], out_dir: str | Path,
+                       meta: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write suite.md (the table), suite.json and images/*.png into ``out_dir``."""
+    from rainmamba_core.data.clips import write_image
+    from .report import ReportError, side_by_side
+    out = Path(out_dir)
+    try:
+        (out / 'images').mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f'cannot create report folder {out}: {exc}') from None
+    image_paths = []
+    for name, panels in results.get('_images', []):
+        rainy = panels[0][1]
+        sample = {'rainy': rainy, 'outputs': {m: o for m, o in panels[1:] if m != 'ground truth'},
+                  'gt': next((o for m, o in panels if m == 'ground truth'), None)}
+        p = out / 'images' / f'{name.replace("/", "_")}.png'
+        write_image(p, side_by_side(sample))
+        image_paths.append(p)
+    data = {k: v for k, v in results.items() if not k.startswith('_')}
+    data['meta'] = meta or {}
+    (out / 'suite.json').write_text(json.dumps(data, indent=2, default=float))
+    rows = results['rows']
+    methods: list[str] = []
+    for r in rows.values():
+        methods += [m for m in r if m not in methods]
+    lines = ['# Generalisation suite', '']
+    lines += [f'- **{k}**: {v}' for k, v in (meta or {}).items()]
+    o = results['options']
+    lines += [f'- held-out videos: {o["frames"]} frames at {o["size"][0]}x{o["size"][1]}, presets '
+              f'{", ".join(o["presets"])}, seed {o["seed"]}; PSNR: RGB 0-255, mean over frames then clips', '']
+    lines += ['| row | ' + ' | '.join(methods) + ' | target |', '| --- |' + ' --- |' * (len(methods) + 1)]
+    for row, vals in rows.items():
+        target = target_for(row)
+        cells = [_fmt(vals.get(m), signed='gain' in row or 'minus' in row) for m in methods]
+        lines.append(f'| {row} | ' + ' | '.join(cells) + f' | {target} |')
+    if results.get('notes'):
+        lines += ['', 'Skipped: ' + '; '.join(results['notes'])]
+    lines += ['', '## Images (rainy | ground truth | methods)', '']
+    lines += [f'![{p.stem}](images/{p.name})' for p in image_paths]
+    (out / 'suite.md').write_text('\n'.join(lines) + '\n')
+    return {'markdown': out / 'suite.md', 'json': out / 'suite.json'}
+
+
+def _fmt(v: float | None, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return '-'
+    return f'{v:+.2f}' if signed else f'{v:.2f}'

@@ -1,0 +1,103 @@
+"""The generalisation suite on a small shared/data look-alike made here (no ../shared needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rainmamba_core.data.clips import builtin_clip, write_image
+from rainmamba_core.data.synthetic_rain import add_rain
+from rainmamba_core.data.video_rain import HELDOUT_VIDEOS
+from rainmamba_core.eval.suite import (SuiteOptions, brightness_error, per_frame_fn, run_suite,
+                                       target_for, write_suite_report)
+
+
+def write_frames(folder: Path, clip: np.ndarray) -> None:
+    for k, frame in enumerate(clip):
+        write_image(folder / f'{k:05d}.png', frame)
+
+
+@pytest.fixture(scope='module')
+def fake_shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder names of ../shared/data, with small procedural clips."""
+    d = tmp_path_factory.mktemp('shared') / 'data'
+    clean = builtin_clip(4, 48, 64, seed=11)
+    rain = add_rain(clean, 'heavy', seed=1)
+    write_frames(d / 'nturain_a2' / 'a2_Rain', rain.rainy)
+    write_frames(d / 'nturain_a2' / 'a2_GT', rain.clean)
+    grey = rain.rainy.mean(-1, keepdims=True).astype(np.uint8).repeat(3, -1)
+    write_frames(d / 'paired_pmog_pedestrian' / 'rain', grey)
+    write_frames(d / 'paired_pmog_pedestrian' / 'gt', rain.clean.mean(-1, keepdims=True).astype(np.uint8).repeat(3, -1))
+    write_frames(d / 'clean_video_udacity' / HELDOUT_VIDEOS[0], builtin_clip(10, 48, 64, seed=12))
+    write_frames(d / 'clean_video_udacity' / 'some_training_video', builtin_clip(10, 48, 64, seed=13))
+    write_frames(d / 'clean_video_intel' / HELDOUT_VIDEOS[1], builtin_clip(10, 48, 64, seed=14))
+    write_frames(d / 'real_rain_yard' / 'rain', rain.rainy[:2])
+    return d
+
+
+def options(shared: Path) -> SuiteOptions:
+    return SuiteOptions(shared_data=shared, frames=3, size=(32, 48), presets=("nturain", "storm"), clean_frames=2)
+
+
+def test_identity_and_darkening_models_score_as_they_must(fake_shared: Path, tmp_path: Path) -> None:
+    models = {'identity': lambda clip: clip,
+              'darker': lambda clip: np.clip(clip.astype(int) - 6, 0, 255).astype(np.uint8)}
+    res = run_suite(models, options(fake_shared), progress=lambda _: None)
+    rows = res['rows']
+    # the identity is the rainy input: no gain anywhere, clean frames come back exactly (100 = cap)
+    for row, vals in rows.items():
+        if 'gain' in row:
+            assert vals['identity'] == pytest.approx(0.0, abs=1e-9), row
+    assert rows['clean output vs input, worst frame (dB)']['identity'] == 100.0
+    assert rows['streamed minus per-frame, stride 4 (dB)']['identity'] == pytest.approx(0.0, abs=1e-9)
+    # every pixel 6 grey levels darker (the scenes have no pixel below 6): a 6-level brightness
+    # error more than the identity's (which is the rain's own brightening), and 32.6 dB on clean
+    b = rows['brightness error, mean (grey levels)']
+    assert b['darker'] != pytest.approx(b['identity'])
+    assert rows['clean output vs input, mean (dB)']['darker'] == pytest.approx(20 * np.log10(255 / 6), abs=0.05)
+    assert set(res['per_set']) >= {'nturain_a2', 'pedestrian', 'video/nturain', 'video/storm',
+                                   'video_stride4/storm', 'clean', 'real_rain_yard'}
+    paths = write_suite_report(res, tmp_path / 'rep', meta={'models': 'test'})
+    md = paths['markdown'].read_text()
+    assert '| nturain_a2 gain (dB) |' in md and '>= +1.5 dB' in md
+    assert (tmp_path / 'rep' / 'images' / 'real_rain_yard.png').is_file()
+    assert (tmp_path / 'rep' / 'suite.json').is_file()
+
+
+def test_missing_sets_are_named_not_silently_dropped(tmp_path: Path) -> None:
+    (tmp_path / 'data').mkdir()
+    res = run_suite({'identity': lambda c: c}, options(tmp_path / 'data'), progress=lambda _: None)
+    assert any('nturain_a2' in n for n in res['notes']) and any('clean_video' in n for n in res['notes'])
+
+
+def test_helpers() -> None:
+    clip = np.zeros((2, 4, 4, 3), np.uint8)
+    out = clip + np.array([3, 5], np.uint8)[:, None, None, None]
+    assert brightness_error(out, clip) == [3.0, 5.0]
+    calls = []
+    per = per_frame_fn(lambda c: calls.append(len(c)) or c)
+    assert np.array_equal(per(out), out) and calls == [1, 1]
+    assert target_for('video_stride4/storm gain (dB)') == '>= +5 dB'
+    assert target_for('video/storm gain (dB)').startswith('>= +6 dB')
+    assert target_for('nturain_a2 PSNR (dB)') == ''
+
+
+def test_suite_cli_with_a_model(fake_shared: Path, tmp_path: Path) -> None:
+    import torch
+
+    from rainmamba_core.cli import main
+    from rainmamba_core.models.config import RainMambaConfig
+    from rainmamba_core.models.rainmamba import RainMamba
+    torch.manual_seed(0)
+    path = tmp_path / 'tiny.pt'
+    RainMamba(RainMambaConfig.tiny(causal=True)).save_checkpoint(path)
+    code = main(['eval', '--suite', 'generalisation', '--model', str(path), '--shared-data', str(fake_shared),
+                 '--suite-frames', '3', '--suite-size', '32', '48', '--out', str(tmp_path / 'out')])
+    assert code == 0
+    md = (tmp_path / 'out' / 'suite.md').read_text()
+    assert '| row | tiny | rainy input | temporal median | target |' in md  # the model's column
+    assert '| clean output vs input, worst frame (dB) |' in md
+    code = main(['eval', '--suite', 'generalisation', '--shared-data', str(tmp_path / 'absent'),
+                 '--out', str(tmp_path / 'o2')])
+    assert code == 2
