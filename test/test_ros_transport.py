@@ -29,7 +29,7 @@ pytestmark = pytest.mark.ros
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / 'config' / 'fastdds_large_images.xml'
-START_TIMEOUT = 120.0   # torch import + model build in the node on a loaded 2-core machine
+START_TIMEOUT = 300.0   # ends when the node reports; a starved node took 136 s to import torch here
 N_FRAMES, RATE_HZ = 40, 5.0
 # Shared memory only, with a segment far smaller than one image: camera_info (a few hundred
 # bytes) always crosses it; a 900 KiB image, 57 fragments through a 64 KiB segment, almost never
@@ -117,21 +117,24 @@ def test_large_frames_arrive_and_their_output_is_delivered(ros_env: dict[str, st
 
         # Phase 1: the camera follows the docs (the shipped profile exported for the driver).
         cameras.append(_camera(env, PROFILE, N_FRAMES))
-        assert spin_until(lambda: cameras[0].poll() is not None, 60.0), 'camera did not finish'
+        assert spin_until(lambda: cameras[0].poll() is not None, 180.0), 'camera did not finish'
         spin_until(lambda: False, 2.0)   # the last frames through the node and two reports
         v = values()
         received, published = int(v['received']), int(v['published'])
         # Best effort may lose a frame on a loaded machine; the issue's bar is 95 %.
         assert received >= 0.95 * N_FRAMES, f'node received {received} of {N_FRAMES}: {v}'
-        assert len(got) == published == received, \
-            f'{len(got)} outputs delivered to another process, {published} published, {received} received'
+        # Every output the node published reached this process. (A starved worker may skip
+        # frames under keep-latest even in passthrough: those are counted as dropped.)
+        assert len(got) == published, \
+            f'{len(got)} outputs delivered to another process, {published} published'
+        assert published + int(v['dropped']) == received, v
         assert v['images_missing'] == '0' and v['camera_info_received'] == str(N_FRAMES), v
 
         # Phase 2: a driver on a deliberately tiny transport: camera_info arrives, images do not.
         tiny = tmp_path / 'tiny.xml'
         tiny.write_text(TINY_PROFILE)
         cameras.append(_camera(env, tiny, 10))
-        assert spin_until(lambda: cameras[1].poll() is not None, 60.0), 'camera did not finish'
+        assert spin_until(lambda: cameras[1].poll() is not None, 180.0), 'camera did not finish'
         # at least half of the 10 lost (by construction nearly all are; see TINY_PROFILE)
         assert spin_until(lambda: int(values().get('images_missing', 0)) >= 5, 10.0), values()
         v = values()
