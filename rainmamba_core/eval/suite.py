@@ -231,7 +231,7 @@ def _rows(per_set: dict, models: dict, bright: dict, clean_frames: dict, stream_
         rows['brightness error, mean (grey levels)'] = {m: _mean(v) for m, v in bright.items()}
         rows['brightness error, worst frame (grey levels)'] = {m: float(max(v)) for m, v in bright.items()}
     if any(stream_gap.values()):
-        rows['streamed minus per-frame, stride 4 (dB)'] = {m: _mean(v) for m, v in stream_gap.items()}
+        rows[f'streamed minus per-frame, stride {opts.stride} (dB)'] = {m: _mean(v) for m, v in stream_gap.items()}
     return rows
 
 
