@@ -9,7 +9,7 @@ setup(
     name=PACKAGE,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*']),
-    package_data={'rainmamba_core': ['weights/*.pt', 'weights/*.md', 'train/configs/*.yaml']},
+    package_data={'rainmamba_core': ['py.typed', 'weights/*.pt', 'weights/*.md', 'train/configs/*.yaml']},
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
