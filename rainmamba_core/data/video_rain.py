@@ -36,7 +36,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .clips import CameraMotion, builtin_scene, list_images, natural_key, read_image, resize_to, still_to_clip
-from .datasets import DatasetError, _global_rng, to_tensor_clip
+from .datasets import BUILTIN_SEED0, DatasetError, _global_rng, to_tensor_clip
 from .rain_realism import apply_camera, random_camera, random_rain
 from .synthetic_rain import RainGenerator, RainParams
 
@@ -183,7 +183,7 @@ class VideoRainDataset(Dataset):
         if k < len(self.stills):
             img, name = read_image(self.stills[k]), self.stills[k].stem
         else:
-            img, name = builtin_scene(360, 480, seed=500_000 + k - len(self.stills)), f'builtin{k}'
+            img, name = builtin_scene(360, 480, seed=BUILTIN_SEED0 + k - len(self.stills)), f'builtin{k}'
         if min(img.shape[:2]) > 480:
             f = 480 / min(img.shape[:2])
             img = resize_to(img, (round(img.shape[0] * f), round(img.shape[1] * f)))
