@@ -72,8 +72,8 @@ class LiveNode:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, backend: Any, cli_args: list[str] | None = None,
                  image_topic: str = '/image', out_topic: str = '/derained/image', **params: Any) -> None:
-        from rclpy.executors import MultiThreadedExecutor
         from rclpy.parameter import Parameter
+        from ros_spin import BackgroundSpin
 
         from rainmamba_core.streaming.derainer import Derainer
         from rainmamba_ros.derain_node import DerainNode
@@ -91,11 +91,7 @@ class LiveNode:
         self.node = DerainNode(context=self.ctx, parameter_overrides=overrides,
                                cli_args=cli_args)
         self.peer = rclpy.create_node('live_peer', context=self.ctx)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.ctx)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.peer)
-        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self.spinner.start()
+        self.spin = BackgroundSpin(self.ctx, [self.node, self.peer])
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.got: list[Image] = []
         self.peer.create_subscription(Image, out_topic, self.got.append, reliable)
@@ -107,21 +103,15 @@ class LiveNode:
 
     @staticmethod
     def wait(pred: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not pred():
-            time.sleep(0.02)
-        return pred()
+        from ros_spin import wait_until
+        return wait_until(pred, timeout)
 
     def values(self) -> dict[str, str]:
         status = self.node.diagnostics()[0]
         return {kv.key: kv.value for kv in status.values}
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.peer.destroy_node()
-        rclpy.shutdown(context=self.ctx)
-        self.spinner.join(timeout=10)
+        self.spin.close()
 
 
 @pytest.fixture

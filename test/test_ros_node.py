@@ -31,6 +31,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
+from ros_spin import BackgroundSpin, wait_until  # noqa: E402
+
 from rainmamba_ros.conversions import (as_msg_data, image_to_rgb,  # noqa: E402
                                        rgb_to_compressed, rgb_to_image_fields)
 
@@ -346,9 +348,6 @@ class InProcessNode:
     its public `derainer` argument, and a peer node that publishes and records per camera."""
 
     def __init__(self, cameras: list[str], backend: Any, **params: Any) -> None:
-        import threading
-
-        from rclpy.executors import MultiThreadedExecutor
         from rclpy.parameter import Parameter
 
         from rainmamba_core.streaming.derainer import Derainer
@@ -365,11 +364,7 @@ class InProcessNode:
         self.node = DerainNode(context=self.ctx, derainer=Derainer(backend=backend),
                                parameter_overrides=overrides)
         self.peer = rclpy.create_node('pixel_peer', context=self.ctx)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.ctx)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.peer)
-        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self.spinner.start()
+        self.spin = BackgroundSpin(self.ctx, [self.node, self.peer])
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.got: dict[str, list[Image]] = {c: [] for c in cameras}
         for cam in cameras:
@@ -383,10 +378,7 @@ class InProcessNode:
 
     @staticmethod
     def wait(pred: Callable[[], bool], timeout: float = FRAME_TIMEOUT) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not pred():
-            time.sleep(0.02)
-        return pred()
+        return wait_until(pred, timeout)
 
     def counters(self, cam: str) -> dict[str, int]:
         """The camera's /diagnostics counters, read through the node's public report."""
@@ -405,11 +397,7 @@ class InProcessNode:
         return msg
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.peer.destroy_node()
-        rclpy.shutdown(context=self.ctx)
-        self.spinner.join(timeout=10)
+        self.spin.close()
 
 
 def test_pixels_through_the_node_are_the_known_transform_per_camera(
@@ -699,10 +687,7 @@ def test_inference_failure_resets_and_passes_through(ros_env: dict[str, str]) ->
     """In-process node on the real Derainer over a stand-in model that fails on frames 40 px
     high (the real model accepts every size the node lets through, so a failure cannot be
     provoked from outside) and applies its known colour transform to all others."""
-    import threading
-
     from pixel_standin import ColourRotateBackend, colour_rotate
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from rainmamba_core.streaming.derainer import Derainer
@@ -721,11 +706,7 @@ def test_inference_failure_resets_and_passes_through(ros_env: dict[str, str]) ->
         # No periodic report: the test's own diagnostics() call must see the failure as new.
         Parameter('diagnostics_period_s', value=60.0)])
     peer = rclpy.create_node('peer', context=ctx)
-    executor = MultiThreadedExecutor(num_threads=2, context=ctx)
-    executor.add_node(node)
-    executor.add_node(peer)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spin = BackgroundSpin(ctx, [node, peer])
     got: dict[str, list[Image]] = {'a': [], 'b': []}
     for cam in got:
         peer.create_subscription(Image, f'/{cam}/derained/image',
@@ -733,10 +714,7 @@ def test_inference_failure_resets_and_passes_through(ros_env: dict[str, str]) ->
     pubs = {cam: peer.create_publisher(Image, f'/{cam}/image', 10) for cam in got}
 
     def wait(pred: Callable[[], bool], timeout: float = FRAME_TIMEOUT) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not pred():
-            time.sleep(0.05)
-        return pred()
+        return wait_until(pred, timeout, poll=0.05)
 
     try:
         assert wait(lambda: all(p.get_subscription_count() > 0 for p in pubs.values()), 10.0)
@@ -762,18 +740,11 @@ def test_inference_failure_resets_and_passes_through(ros_env: dict[str, str]) ->
         time.sleep(0.5)
         assert len(got['b']) == 1
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        peer.destroy_node()
-        rclpy.shutdown(context=ctx)
-        spinner.join(timeout=10)
+        spin.close()
 
 
 def test_clock_jump_back_resets_streams(ros_env: dict[str, str]) -> None:
     """use_sim_time + /clock going backwards (a looping `ros2 bag play --clock`)."""
-    import threading
-
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
     from rosgraph_msgs.msg import Clock
 
@@ -784,10 +755,7 @@ def test_clock_jump_back_resets_streams(ros_env: dict[str, str]) -> None:
     node = DerainNode(context=ctx, parameter_overrides=[Parameter('use_sim_time', value=True)])
     peer = rclpy.create_node('clock_peer', context=ctx)
     clock_pub = peer.create_publisher(Clock, '/clock', 10)
-    executor = MultiThreadedExecutor(num_threads=2, context=ctx)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spin = BackgroundSpin(ctx, [node], also_destroy=[peer])
 
     def tick(sec: int) -> None:
         msg = Clock()
@@ -795,10 +763,7 @@ def test_clock_jump_back_resets_streams(ros_env: dict[str, str]) -> None:
         clock_pub.publish(msg)
 
     def wait(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not pred():
-            time.sleep(0.05)
-        return pred()
+        return wait_until(pred, timeout, poll=0.05)
 
     try:
         assert wait(lambda: clock_pub.get_subscription_count() > 0)
@@ -817,11 +782,7 @@ def test_clock_jump_back_resets_streams(ros_env: dict[str, str]) -> None:
         time.sleep(0.5)
         assert node.resets()['node.clock_jump'] == before + 2
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        peer.destroy_node()
-        rclpy.shutdown(context=ctx)
-        spinner.join(timeout=10)
+        spin.close()
 
 
 # ------------------------------------------------------------------------------ own processes
