@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .baselines import temporal_median
+from .baselines import rainy_input, temporal_median
 from .evaluate import Clip, ClipFn, EvalError, folder_clips
 from .metrics import psnr, to_uint8
 
@@ -144,7 +144,7 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
         raise EvalError('run_suite: no model to evaluate')
     sets, notes = suite_sets(opts)
     methods: dict[str, ClipFn] = dict(models)
-    methods['rainy input'] = lambda clip: clip
+    methods['rainy input'] = rainy_input
     methods['temporal median'] = temporal_median
     per_set: dict[str, dict[str, dict[str, float]]] = {}
     images: list[tuple[str, list[tuple[str, np.ndarray]]]] = []
