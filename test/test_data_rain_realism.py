@@ -9,7 +9,7 @@ import pytest
 from rainmamba_core.data.clips import builtin_scene
 from rainmamba_core.data.rain_realism import (CameraPipeline, apply_camera, random_camera,
                                               random_rain)
-from rainmamba_core.data.synthetic_rain import RainError, RainGenerator, RainParams
+from rainmamba_core.data.synthetic_rain import RainError, RainGenerator, RainParams, streak_kernel
 
 
 def half_dark_clip(t: int = 3, h: int = 64, w: int = 96) -> np.ndarray:
@@ -64,7 +64,11 @@ def test_random_rain_is_seeded_varied_and_within_bounds() -> None:
     assert np.abs(angles).max() <= 35.0 and angles.min() < -15 and angles.max() > 15
     assert np.mean(np.abs(angles) < 10) > 0.3  # most rain falls near vertical
     assert len({p.layers for p in looks}) >= 3
-    assert 0.3 < np.mean([p.drops > 0 for p in looks]) < 0.9
+    # drops on about half of the clips whose base look has them (not nturain or sharp: 40 % of bases)
+    assert 0.2 < np.mean([p.drops > 0 for p in looks]) < 0.5
+    # some looks are sharp (hard-edged streaks), most are soft
+    profiles = np.array([p.profile for p in looks])
+    assert 0.1 < np.mean(profiles > 0.5) < 0.5 and np.mean(profiles == 0.0) > 0.4
     assert min(p.refraction for p in looks) == 0.0 and max(p.refraction for p in looks) > 0.9
     for p in looks:
         p.validate()
@@ -108,3 +112,33 @@ def test_random_camera_ranges() -> None:
     assert 40 < len(qualities) < 95 and min(qualities) >= 60 and max(qualities) <= 95
     assert max(c.noise for c in cams) <= 3.0 and max(c.blur for c in cams) <= 0.8
     assert any(c.blur == 0 for c in cams) and any(c.noise == 0 for c in cams)
+
+
+def test_sharp_streaks_are_flat_across_with_hard_edges_and_even_along() -> None:
+    soft = streak_kernel(20, 3.0, 0.0)
+    sharp = streak_kernel(20, 3.0, 0.0, profile=1.0)
+    c = sharp.shape[0] // 2
+    # across the centre row: three full pixels, then nothing (soft: a Gaussian that tails off)
+    assert np.allclose(sharp[c, c - 1:c + 2], 1.0) and sharp[c, c + 3] == 0.0 and sharp[c, c - 3] == 0.0
+    assert 0.0 < soft[c, c + 2] < soft[c, c + 1] < soft[c, c]
+    # along the centre column: even brightness (soft: the head is brighter than the tail)
+    col = sharp[c - 8:c + 9, c]
+    assert np.allclose(col, 1.0)
+    assert soft[c + 8, c] > 1.5 * soft[c - 8, c]
+    half = streak_kernel(20, 3.0, 0.0, profile=0.5)
+    np.testing.assert_allclose(half, 0.5 * soft + 0.5 * sharp, atol=1e-6)
+    with pytest.raises(RainError, match='profile'):
+        streak_kernel(20, 3.0, 0.0, profile=1.5)
+    with pytest.raises(RainError, match='profile'):
+        RainParams(profile=-0.1).validate()
+
+
+def test_sharp_preset_is_sparse_bright_and_jumps_between_frames() -> None:
+    clip = np.full((3, 120, 160, 3), 60, np.uint8)
+    r = RainGenerator(RainParams.preset('sharp'), seed=1).render_clip(clip)
+    lit = r.rainy.astype(float).mean(-1) > 60 + 40   # pixels a streak brightened by > 40 levels
+    assert 0.003 < lit.mean() < 0.08                   # sparse
+    assert r.rainy.max() > 60 + 110                    # bright (drizzle peaks near +40)
+    # a fast drop moves further than its length between frames: little overlap frame to frame
+    overlap = (lit[0] & lit[1]).sum() / max(lit[0].sum(), 1)
+    assert overlap < 0.35

@@ -29,8 +29,8 @@ from .synthetic_rain import RainError, RainParams
 
 # Base looks drawn by `random_rain` when no preset is asked for, with their weights: the
 # NTURain-style compositing look and light rain are common in recorded video; storms are rarer.
-RANDOM_BASES: dict[str, float] = {'drizzle': 0.10, 'nturain': 0.25, 'light': 0.20, 'moderate': 0.20,
-                                  'heavy': 0.15, 'storm': 0.10}
+RANDOM_BASES: dict[str, float] = {'drizzle': 0.08, 'nturain': 0.25, 'light': 0.17, 'sharp': 0.15,
+                                  'moderate': 0.17, 'heavy': 0.12, 'storm': 0.06}
 
 
 @dataclass
@@ -91,6 +91,12 @@ def random_rain(rng: np.random.Generator, base: str | None = None,
         veil=float(veil), veil_gradient=float(max(veil_gradient, 0.0)),
         veil_colour=(grey, grey + rng.uniform(0, 0.03), grey + rng.uniform(0, 0.06)),
     )
+    # streak profile (drawn last so the draws above keep their order): sharp looks stay mostly
+    # sharp; a third of the soft looks get some hardness
+    if p.profile > 0:
+        out.profile = float(p.profile * rng.uniform(0.6, 1.0))
+    elif rng.random() < 0.3:
+        out.profile = float(rng.uniform(0.0, 1.0))
     out.validate()
     return out
 

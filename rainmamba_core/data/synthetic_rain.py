@@ -59,6 +59,9 @@ class RainParams:
     angle: float = 10.0             # degrees from vertical; positive leans right going down
     angle_jitter: float = 5.0       # per-clip random change of the angle (degrees, uniform +-)
     width: float = 1.6              # streak width (Gaussian FWHM, px) in the nearest layer
+    profile: float = 0.0            # 0: soft (Gaussian across, brighter head); 1: sharp (flat
+                                    # across with hard edges, even along: a fast drop in a short
+                                    # exposure, as real cameras record it); between: a blend
     speed: float = 30.0             # fall speed of the nearest layer (px / frame)
     layers: int = 3                 # depth layers (near to far)
     brightness: float = 0.45        # peak added intensity of a near streak (0-1)
@@ -85,7 +88,7 @@ class RainParams:
     refraction: float = 0.0
     streak_gain: float = 1.25       # brightness of the refracted view in a streak (E's factor)
 
-    PRESETS = ('drizzle', 'light', 'moderate', 'heavy', 'storm', 'nturain')
+    PRESETS = ('drizzle', 'light', 'moderate', 'heavy', 'storm', 'nturain', 'sharp')
 
     @classmethod
     def preset(cls, name: str, **overrides: float) -> 'RainParams':
@@ -107,6 +110,11 @@ class RainParams:
             'nturain': dict(density=1.0, length=45, width=1.0, speed=40, brightness=0.55,
                             layers=2, depth_falloff=0.7, depth_density=1.5, angle=0,
                             angle_jitter=6, drops=0),
+            # real camera rain at a short exposure (e.g. ../shared/data/real_rain_yard): sparse,
+            # thin, bright, hard-edged streaks that jump far between frames, no lens drops
+            'sharp': dict(density=0.45, length=24, width=1.6, speed=110, brightness=0.75,
+                          layers=2, depth_falloff=0.6, profile=1.0, angle=0, angle_jitter=8,
+                          drops=0),
         }
         if name not in table:
             raise RainError(f'unknown rain preset {name!r}; choose one of {", ".join(cls.PRESETS)}')
@@ -116,6 +124,7 @@ class RainParams:
     def validate(self) -> None:
         checks = [(self.density >= 0, 'density', '>= 0'), (self.length >= 1, 'length', '>= 1'),
                   (self.width > 0, 'width', '> 0'), (self.layers >= 1, 'layers', '>= 1'),
+                  (0 <= self.profile <= 1, 'profile', 'in [0, 1]'),
                   (0 <= self.brightness <= 1, 'brightness', 'in [0, 1]'),
                   (0 < self.depth_falloff <= 1, 'depth_falloff', 'in (0, 1]'),
                   (self.drops >= 0, 'drops', '>= 0'),
@@ -153,12 +162,36 @@ class RainyClip:
     params: RainParams = field(default_factory=RainParams)
 
 
-def streak_kernel(length: float, width: float, angle_deg: float) -> np.ndarray:
-    """Oriented streak kernel with peak 1: Gaussian across, tapered (raised cosine ends) along.
+def streak_kernel(length: float, width: float, angle_deg: float, profile: float = 0.0) -> np.ndarray:
+    """Oriented streak kernel with peak 1.
+
+    ``profile`` 0 is the soft streak: Gaussian across (FWHM ``width``), brighter at the head, a
+    linear ramp along. ``profile`` 1 is the sharp streak: flat across ``width`` pixels with
+    anti-aliased hard edges and even along its length. Values between blend the two.
 
     Returns:
         (k, k) float32, k odd, the streak pointing down at `angle_deg` from vertical.
     """
+    if not 0.0 <= profile <= 1.0:
+        raise RainError(f'streak_kernel: profile={profile!r}: expected in [0, 1]')
+    soft = _soft_streak(length, width, angle_deg) if profile < 1.0 else None
+    if profile <= 0.0:
+        return soft
+    half = int(np.ceil(length / 2 + 2 * width)) + 1
+    ys, xs = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
+    a = np.deg2rad(angle_deg)
+    along = xs * np.sin(a) + ys * np.cos(a)
+    across = -xs * np.cos(a) + ys * np.sin(a)
+    # coverage of each pixel by a bar (area-like anti-aliasing at the edges)
+    sharp = (np.clip(width / 2 + 0.5 - np.abs(across), 0.0, 1.0)
+             * np.clip(length / 2 + 0.5 - np.abs(along), 0.0, 1.0)).astype(np.float32)
+    if soft is None:
+        return sharp
+    return ((1.0 - profile) * soft + profile * sharp).astype(np.float32)
+
+
+def _soft_streak(length: float, width: float, angle_deg: float) -> np.ndarray:
+    """The soft streak of :func:`streak_kernel` (profile 0)."""
     half = int(np.ceil(length / 2 + 2 * width)) + 1
     ys, xs = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
     a = np.deg2rad(angle_deg)
@@ -200,7 +233,7 @@ class RainGenerator:
             length = max(p.length * scale, 2.0)
             width = max(p.width * scale, 0.7)
             speed = p.speed * scale
-            kern = streak_kernel(length, width, angle)
+            kern = streak_kernel(length, width, angle, p.profile)
             margin = kern.shape[0]
             ch, cw = h + 2 * margin, w + 2 * margin  # wrapped canvas so streaks re-enter
             count = int(round(p.density * p.depth_density ** layer * h * w / 1000.0 * rng.uniform(0.85, 1.15)))

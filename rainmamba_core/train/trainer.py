@@ -160,7 +160,9 @@ class Criterion:
             self.terms.append(('charbonnier', cfg.loss.charbonnier,
                                lambda out, gt, lq, step: L.charbonnier_loss(out, gt)))
         if cfg.loss.psnr > 0:
-            self.terms.append(('psnr', cfg.loss.psnr, lambda out, gt, lq, step: L.psnr_loss(out, gt)))
+            psnr_kw = dict(cfg.loss.options.get('psnr', {}))  # e.g. {'eps': 1e-6}: a 60 dB ceiling
+            self.terms.append(('psnr', cfg.loss.psnr,
+                               lambda out, gt, lq, step, kw=psnr_kw: L.psnr_loss(out, gt, **kw)))
         if cfg.loss.perceptual > 0:
             module = L.build_perceptual_loss(
                 expand_path(cfg.loss.vgg16_path) if cfg.loss.vgg16_path else None,
