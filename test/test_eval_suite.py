@@ -10,7 +10,7 @@ from rainmamba_core.data.clips import builtin_clip, write_image
 from rainmamba_core.data.synthetic_rain import add_rain
 from rainmamba_core.data.video_rain import HELDOUT_VIDEOS
 from rainmamba_core.eval.suite import (SuiteOptions, brightness_error, per_frame_fn, run_suite,
-                                       target_for, write_suite_report)
+                                       target_for, thin_line_energy, write_suite_report)
 
 
 def write_frames(folder: Path, clip: np.ndarray) -> None:
@@ -58,6 +58,12 @@ def test_identity_and_darkening_models_score_as_they_must(fake_shared: Path, tmp
     assert rows['clean output vs input, mean (dB)']['darker'] == pytest.approx(20 * np.log10(255 / 6), abs=0.05)
     assert set(res['per_set']) >= {'nturain_a2', 'pedestrian', 'video/nturain', 'video/storm',
                                    'video_stride4/storm', 'clean', 'real_rain_yard'}
+    # real rain has no ground truth: the identity leaves every line and changes nothing; the
+    # darker model changes every pixel by 6 and (lines measured against their neighbours) keeps them
+    lines = rows['real_rain_yard thin bright lines left (%)']
+    change = rows['real_rain_yard mean change (grey levels)']
+    assert lines['identity'] == pytest.approx(100.0) and change['identity'] == 0.0
+    assert change['darker'] == pytest.approx(6.0, abs=0.5)
     paths = write_suite_report(res, tmp_path / 'rep', meta={'models': 'test'})
     md = paths['markdown'].read_text()
     assert '| nturain_a2 gain (dB) |' in md and '>= +1.5 dB' in md
@@ -101,3 +107,17 @@ def test_suite_cli_with_a_model(fake_shared: Path, tmp_path: Path) -> None:
     code = main(['eval', '--suite', 'generalisation', '--shared-data', str(tmp_path / 'absent'),
                  '--out', str(tmp_path / 'o2')])
     assert code == 2
+
+
+def test_thin_line_energy_sees_thin_vertical_streaks_not_flat_areas_or_horizontal_edges() -> None:
+    flat = np.full((1, 20, 30, 3), 80, np.uint8)
+    assert thin_line_energy(flat) == 0.0
+    streak = flat.copy()
+    streak[0, 3:15, 10:12] = 200                  # a 2-px bright vertical streak
+    edge = flat.copy()
+    edge[0, 10:, :] = 200                         # a horizontal edge
+    assert thin_line_energy(streak) > 12 * 2 * 100  # 12 rows x 2 px x (120 - 10 threshold) ~ 2,600
+    assert thin_line_energy(edge) == 0.0
+    dimmed = flat.copy()
+    dimmed[0, 3:15, 10:12] = 120                  # the same streak at a third of its contrast
+    assert 0 < thin_line_energy(dimmed) < 0.3 * thin_line_energy(streak)
