@@ -52,8 +52,9 @@ def test_bundled_default_derains_held_out_heavy_rain(shared) -> None:
         model_psnr = sum(psnr(a, b) for a, b in zip(to_uint8(out), gt)) / len(gt)
         rainy_psnr = sum(psnr(a, b) for a, b in zip(to_uint8(item['lq']), gt)) / len(gt)
         gains.append(model_psnr - rainy_psnr)
-    # The shipped model (stage 9) gains 6.4-6.7 dB on these four clips (mean 6.59); stage 8, trained
-    # on exactly this look of rain over stills, gained 9.3-10.0, an untrained model about 0. These
+    # The shipped model (stage 10) gains 7.1-7.5 dB on these four clips (mean 7.29; stage 9: mean
+    # 6.59); stage 8, trained on exactly this look of rain over stills, gained 9.3-10.0, an
+    # untrained model about 0. These
     # clips are fixed, so the only run-to-run difference is BLAS/CPU rounding (rel. ~1e-6, far below
     # 0.1 dB): 6.0 dB leaves that room and still fails on a clearly weaker model.
     assert sum(gains) / len(gains) > 6.0, gains
@@ -75,7 +76,8 @@ def test_bundled_default_leaves_clean_video_alone(shared) -> None:
             out = to_uint8(net(clean[None])[0])
         worst.append(min(psnr(a, b) for a, b in zip(out, to_uint8(clean))))
     # The issue's bounds: >= 45 dB on clean frames and no ghosting (>= 40 dB on every frame). The
-    # shipped model's worst frames measure 67.4 and 50.6 dB here (stage 8: 38.8 and 45.1 dB).
+    # shipped model's worst frames measure 64.8 and 59.4 dB here (stage 9: 67.4 and 50.6; stage 8:
+    # 38.8 and 45.1 dB).
     assert min(worst) >= 45.0, worst
 
 
@@ -93,7 +95,7 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
     res = subprocess.run(['bash', str(script), str(tmp_path / 'runs')], env={'DRY_RUN': '1', 'PATH': '/usr/bin:/bin'},
                          capture_output=True, text=True, check=True)
     stages = [shlex.split(line.split(': ', 1)[1]) for line in res.stdout.splitlines() if ' train ' in line]
-    assert len(stages) == 9 and not any(tmp_path.iterdir())  # a dry run prints and writes nothing
+    assert len(stages) == 10 and not any(tmp_path.iterdir())  # a dry run prints and writes nothing
     last = stages[-1]
     overrides = last[last.index('--no-progress') + 1:]
     config = last[last.index('--config') + 1]
@@ -105,3 +107,48 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
         cfg['model'].pop('init_from')
         cfg['train'].pop('out_dir')
     assert planned == shipped
+
+
+def test_bundled_default_removes_the_sharp_look_of_camera_rain(shared) -> None:
+    """Sharp, bright, sparse streaks (the look stage 9 left in place) on videos it never trained on."""
+    if not rm.DEFAULT_MODEL.is_file():
+        pytest.skip(f'{rm.DEFAULT_MODEL} is not in this checkout')
+    from rainmamba_core.data.video_rain import VideoRainDataset
+    from rainmamba_core.eval.metrics import psnr, to_uint8
+    roots = [shared.path('data', 'clean_video_udacity'), shared.path('data', 'clean_video_intel')]
+    data = VideoRainDataset(roots, frames=4, train=False, split='heldout', presets=['sharp'], size=(96, 160))
+    net = rm.load_default_model().eval()
+    gains = []
+    for i in range(len(data)):
+        item = data[i]
+        with torch.no_grad():
+            out = to_uint8(net(item['lq'][None])[0])
+        gt = to_uint8(item['gt'])
+        gains.append(sum(psnr(a, b) for a, b in zip(out, gt)) / len(gt)
+                     - sum(psnr(a, b) for a, b in zip(to_uint8(item['lq']), gt)) / len(gt))
+    # The shipped model (stage 10) gains 4.3 and 8.1 dB on these two fixed clips (mean 6.19);
+    # stage 9 gained 3.6 and 5.8 (mean 4.71). Only CPU rounding varies between runs (far below
+    # 0.1 dB): 5.5 dB fails a model as timid as stage 9 with room to spare for the shipped one.
+    assert sum(gains) / len(gains) > 5.5, gains
+
+
+def test_bundled_default_takes_streaks_out_of_real_rain(shared) -> None:
+    """Real heavy rain, no ground truth: the thin bright streak lines must measurably go down."""
+    if not rm.DEFAULT_MODEL.is_file():
+        pytest.skip(f'{rm.DEFAULT_MODEL} is not in this checkout')
+    import numpy as np
+
+    from rainmamba_core.data.clips import load_frame_folder
+    from rainmamba_core.eval.metrics import to_uint8
+    from rainmamba_core.eval.suite import thin_line_energy
+    rainy = np.stack(load_frame_folder(shared.path('data', 'real_rain_yard', 'rain'), max_frames=8))
+    net = rm.load_default_model().eval()
+    with torch.no_grad():
+        out = to_uint8(net(torch.from_numpy(rainy).permute(0, 3, 1, 2).float().div(255)[None])[0])
+    left = 100 * thin_line_energy(out) / thin_line_energy(rainy)
+    # Railings and edges are thin bright lines too, so a perfect derainer stays well above 0 %.
+    # The shipped model leaves 85.7 % (stage 9: 91.8 %, i.e. it barely touched the streaks); the
+    # frames are fixed, so 89 % separates the two with room for CPU rounding. It must not get
+    # there by darkening: the mean brightness moves by less than 2 grey levels (measured -0.97).
+    assert left < 89.0, left
+    assert abs(float(out.astype(np.float64).mean() - rainy.astype(np.float64).mean())) < 2.0
