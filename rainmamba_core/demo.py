@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     # The model first: a bad --model fails before anything is made or written.
     derainer = Derainer(args.model, mode='streaming', device=args.device)
-    print(f'[demo] model: {args.model or "bundled default (tiny causal)"} on {derainer.device} ({derainer.backend_name})')
+    print(f'[demo] model: {args.model or "bundled default (tiny causal)"} on {derainer.device} '
+          f'({derainer.backend_name})')
     out_dir: Path = args.out
     t0 = time.perf_counter()
     rainy, clean = make_clip(args)

@@ -45,8 +45,7 @@ def source_frames(source: str, max_frames: int | None = None) -> Iterator[tuple[
     """
     import cv2
 
-    from rainmamba_core.data.clips import (IMAGE_EXTS, ClipError, list_images, load_clip,
-                                           read_image)
+    from rainmamba_core.data.clips import IMAGE_EXTS, ClipError, list_images, load_clip, read_image
     path = Path(source)
     limit = max_frames if max_frames is not None else -1
     if str(source) == 'builtin':

@@ -38,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import CameraInfo, Image
 
-    from rainmamba_ros.conversions import (as_msg_data, check_image, extract_alpha,
-                                           image_to_rgb, rgb_to_image_fields)
+    from rainmamba_ros.conversions import as_msg_data, check_image, extract_alpha, image_to_rgb, rgb_to_image_fields
     from rainmamba_ros.derain_node import DerainNode
 
     rclpy.init(args=[])

@@ -38,8 +38,7 @@ from typing import Any, NamedTuple
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpHandle, JumpThreshold, TimeJump
 from rclpy.duration import Duration
@@ -54,13 +53,28 @@ from std_srvs.srv import SetBool, Trigger
 
 from rainmamba_core.errors import RainMambaError
 from rainmamba_core.streaming.timeline import StampTimeline
-from rainmamba_ros.conversions import (ImageConversionError, as_msg_data, check_image,
-                                       compressed_source_encoding, compressed_to_rgb,
-                                       conversion_backend, extract_alpha, image_to_rgb,
-                                       rgb_to_image_fields)
+from rainmamba_ros.conversions import (
+    ImageConversionError,
+    as_msg_data,
+    check_image,
+    compressed_source_encoding,
+    compressed_to_rgb,
+    conversion_backend,
+    extract_alpha,
+    image_to_rgb,
+    rgb_to_image_fields,
+)
 from rainmamba_ros.latest import LatestFrames
-from rainmamba_ros.params import (DERAINER_KEYS, PARAMS, SPECS, ParameterError, ParamSpec,
-                                  derainer_kwargs, validate_all, validate_one)
+from rainmamba_ros.params import (
+    DERAINER_KEYS,
+    PARAMS,
+    SPECS,
+    ParameterError,
+    ParamSpec,
+    derainer_kwargs,
+    validate_all,
+    validate_one,
+)
 from rainmamba_ros.stats import CameraStats, InputLossMonitor, assess
 
 _LEVELS = {'OK': DiagnosticStatus.OK, 'WARN': DiagnosticStatus.WARN,

@@ -58,8 +58,8 @@ from rainmamba_ros.bagio import (
 )
 from rainmamba_ros.conversions import (
     ImageConversionError,
-    compressed_to_rgb,
     compressed_source_encoding,
+    compressed_to_rgb,
     extract_alpha,
     image_to_rgb,
     rgb_to_compressed,

@@ -16,10 +16,19 @@ import pytest
 from pixel_standin import encode_by_hand
 
 from rainmamba_ros import conversions as conv
-from rainmamba_ros.conversions import (SUPPORTED_ENCODINGS, ImageConversionError, _Msg,
-                                       as_msg_data, check_image, compressed_source_encoding,
-                                       compressed_to_rgb, extract_alpha, image_to_rgb,
-                                       rgb_to_compressed, rgb_to_image_fields)
+from rainmamba_ros.conversions import (
+    SUPPORTED_ENCODINGS,
+    ImageConversionError,
+    _Msg,
+    as_msg_data,
+    check_image,
+    compressed_source_encoding,
+    compressed_to_rgb,
+    extract_alpha,
+    image_to_rgb,
+    rgb_to_compressed,
+    rgb_to_image_fields,
+)
 
 try:
     from sensor_msgs.msg import CompressedImage, Image

@@ -5,8 +5,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rainmamba_core.data.clips import (builtin_clip, builtin_scene, load_clip, load_frame_folder,
-                                       still_to_clip, write_image)
+from rainmamba_core.data.clips import (
+    builtin_clip,
+    builtin_scene,
+    load_clip,
+    load_frame_folder,
+    still_to_clip,
+    write_image,
+)
 
 
 def test_builtin_scene_is_seeded_and_textured() -> None:

@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from rainmamba_core.data.clips import builtin_scene, write_image
-from rainmamba_core.data.datasets import (DatasetError, PairedFolderDataset, SyntheticRainDataset,
-                                          build_paired_dataset, heldout_split)
+from rainmamba_core.data.datasets import (
+    DatasetError,
+    PairedFolderDataset,
+    SyntheticRainDataset,
+    build_paired_dataset,
+    heldout_split,
+)
 
 
 def make_paired(root: Path, seqs: int = 2, frames: int = 6, h: int = 40, w: int = 52) -> None:

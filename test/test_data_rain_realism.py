@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from rainmamba_core.data.clips import builtin_scene
-from rainmamba_core.data.rain_realism import (CameraPipeline, apply_camera, random_camera,
-                                              random_rain)
+from rainmamba_core.data.rain_realism import CameraPipeline, apply_camera, random_camera, random_rain
 from rainmamba_core.data.synthetic_rain import RainError, RainGenerator, RainParams, streak_kernel
 
 

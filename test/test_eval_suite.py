@@ -9,8 +9,15 @@ import pytest
 from rainmamba_core.data.clips import builtin_clip, write_image
 from rainmamba_core.data.synthetic_rain import add_rain
 from rainmamba_core.data.video_rain import HELDOUT_VIDEOS
-from rainmamba_core.eval.suite import (SuiteOptions, brightness_error, per_frame_fn, run_suite,
-                                       target_for, thin_line_energy, write_suite_report)
+from rainmamba_core.eval.suite import (
+    SuiteOptions,
+    brightness_error,
+    per_frame_fn,
+    run_suite,
+    target_for,
+    thin_line_energy,
+    write_suite_report,
+)
 
 
 def write_frames(folder: Path, clip: np.ndarray) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip('onnx')
 
-from rainmamba_core.export import cli as export_cli  # noqa: E402
 from rainmamba_core import info_cli  # noqa: E402
+from rainmamba_core.export import cli as export_cli  # noqa: E402
 from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig  # noqa: E402
 
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rainmamba_core.export.scan import (SCAN_FORMULATIONS, ExportScanError, auto_chunk, export_scan,
-                                        linear_recurrence, scan_function)
+from rainmamba_core.export.scan import (
+    SCAN_FORMULATIONS,
+    ExportScanError,
+    auto_chunk,
+    export_scan,
+    linear_recurrence,
+    scan_function,
+)
 from rainmamba_core.ops.selective_scan import selective_scan_ref
 
 # fp32 rounding of cumulative sums and exp over a few hundred tokens stays around 1e-6 relative;

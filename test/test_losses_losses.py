@@ -6,8 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from rainmamba_core.train.losses import (LossError, build_dcl_loss, build_perceptual_loss, charbonnier_loss,
-                                         dcl_distances, psnr_loss)
+from rainmamba_core.train.losses import (
+    LossError,
+    build_dcl_loss,
+    build_perceptual_loss,
+    charbonnier_loss,
+    dcl_distances,
+    psnr_loss,
+)
 from rainmamba_core.train.vgg import VGGFeatures, VGGWeightsError, make_features, save_random_vgg
 
 

@@ -5,8 +5,8 @@ import zipfile
 
 import pytest
 import torch
-
 from parity_weights import parity_state_dict, read_keys
+
 from rainmamba_core.models.rainmamba import CheckpointError, RainMamba, RainMambaConfig, count_parameters
 
 

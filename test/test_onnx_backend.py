@@ -19,8 +19,13 @@ onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
 torch = pytest.importorskip('torch')
 
-from rainmamba_core.backends.onnx_backend import (CachedExportBackend, OnnxBackend, OnnxBackendError,  # noqa: E402
-                                                  make_onnx_backend, resolve_providers)
+from rainmamba_core.backends.onnx_backend import (  # noqa: E402
+    CachedExportBackend,
+    OnnxBackend,
+    OnnxBackendError,
+    make_onnx_backend,
+    resolve_providers,
+)
 from rainmamba_core.export.onnx_export import load_model  # noqa: E402
 from rainmamba_core.export.sidecar import read_sidecar  # noqa: E402
 from rainmamba_core.streaming.derainer import Derainer  # noqa: E402

@@ -26,8 +26,16 @@ import torch.nn.functional as F
 
 from rainmamba_core.ops import selective_scan as ss
 from rainmamba_core.ops.selective_scan import (
-    SelectiveScanError, apply_initial_state_correction, selective_scan, selective_scan_chunked,
-    selective_scan_fused, selective_scan_loop, selective_scan_ref, set_default_backend, use_backend)
+    SelectiveScanError,
+    apply_initial_state_correction,
+    selective_scan,
+    selective_scan_chunked,
+    selective_scan_fused,
+    selective_scan_loop,
+    selective_scan_ref,
+    set_default_backend,
+    use_backend,
+)
 
 SAME_ALGO = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (1.6e-2, 1.6e-2)}
 OTHER_ALGO_FP32 = (1e-4, 1e-4)

@@ -12,8 +12,15 @@ import pytest
 import yaml
 
 from rainmamba_ros.latest import LatestFrames
-from rainmamba_ros.params import (DEFAULTS, DERAINER_KEYS, PARAMS, ParameterError,
-                                  derainer_kwargs, validate_all, validate_one)
+from rainmamba_ros.params import (
+    DEFAULTS,
+    DERAINER_KEYS,
+    PARAMS,
+    ParameterError,
+    derainer_kwargs,
+    validate_all,
+    validate_one,
+)
 from rainmamba_ros.stats import CameraStats, LatencyWindow, RateMeter, assess
 
 ROOT = Path(__file__).resolve().parents[1]

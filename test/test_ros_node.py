@@ -28,13 +28,11 @@ from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import DescribeParameters, ListParameters, SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from ros_spin import BackgroundSpin, wait_until  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
-from ros_spin import BackgroundSpin, wait_until  # noqa: E402
-
-from rainmamba_ros.conversions import (as_msg_data, image_to_rgb,  # noqa: E402
-                                       rgb_to_compressed, rgb_to_image_fields)
+from rainmamba_ros.conversions import as_msg_data, image_to_rgb, rgb_to_compressed, rgb_to_image_fields  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rainmamba_core.train.config import (PRESET_DIR, ConfigError, TrainConfig, config_from_dict,
-                                         load_config)
+from rainmamba_core.train.config import PRESET_DIR, ConfigError, TrainConfig, config_from_dict, load_config
 from rainmamba_core.train.schedule import build_scheduler, lr_at
 
 

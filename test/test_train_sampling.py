@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from rainmamba_core.train.checkpoint import pack_rng, unpack_rng
-from rainmamba_core.train.sampling import (ResumableSampler, SeededDataset, get_rng_state,
-                                           set_rng_state)
+from rainmamba_core.train.sampling import ResumableSampler, SeededDataset, get_rng_state, set_rng_state
 
 
 def take(sampler: ResumableSampler, n: int) -> list[tuple[int, int]]:

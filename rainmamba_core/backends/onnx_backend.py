@@ -23,8 +23,16 @@ from typing import Any
 import numpy as np
 
 from rainmamba_core.errors import RainMambaError
-from rainmamba_core.export.sidecar import (CLIP_INPUT, FRAME_INPUT, OUTPUT, SIDECAR_VERSION, SidecarError,
-                                           check_against_graph, read_sidecar, sidecar_path)
+from rainmamba_core.export.sidecar import (
+    CLIP_INPUT,
+    FRAME_INPUT,
+    OUTPUT,
+    SIDECAR_VERSION,
+    SidecarError,
+    check_against_graph,
+    read_sidecar,
+    sidecar_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +149,8 @@ class OnnxBackend:
             raise OnnxBackendError(f"precision '{precision}' is not one of fp32, fp16, bf16")
         if precision != self.meta['precision']:
             raise OnnxBackendError(f"{self.path} was exported for {self.meta['precision']} but precision "
-                                   f"'{precision}' was asked; re-export (rainmamba export {'--fp16 ' if precision == 'fp16' else ''}...) "
+                                   f"'{precision}' was asked; re-export "
+                                   f"(rainmamba export {'--fp16 ' if precision == 'fp16' else ''}...) "
                                    f"or set precision '{self.meta['precision']}'")
         chosen = resolve_providers(device, providers)
         names = [p[0] if isinstance(p, tuple) else p for p in chosen]
@@ -205,7 +214,8 @@ class OnnxBackend:
                 group = group + [group[-1]] * (self.batch - real)
             feeds = {FRAME_INPUT: xs}
             for s in self.state_layout:
-                feeds[s['input']] = np.concatenate([g[s['name']] for g in group]) if self.batch > 1 else group[0][s['name']]
+                feeds[s['input']] = (np.concatenate([g[s['name']] for g in group]) if self.batch > 1
+                                     else group[0][s['name']])
             with self._lock:
                 result = self.session.run(None, feeds)
             outs.append(result[0][:real])
@@ -296,7 +306,8 @@ class CachedExportBackend:
 
     def new_state(self, height: int, width: int) -> State:
         if not self.streaming:
-            raise OnnxBackendError(f'{self.source} is an official (non-causal) model: it cannot step; use windowed mode')
+            raise OnnxBackendError(f'{self.source} is an official (non-causal) model: it cannot step; '
+                                   'use windowed mode')
         return self.graph('step', height, width).new_state(height, width)
 
     def step(self, frames: np.ndarray, states: list[State]) -> tuple[np.ndarray, list[State], list[bool]]:

@@ -52,7 +52,8 @@ class TorchBackend:
             raise BackendError(f"precision '{precision}' is not one of {sorted(_DTYPES)}")
         self.torch_device = resolve_device(device)
         if precision != 'fp32' and self.torch_device.type != 'cuda':
-            raise BackendError(f"precision '{precision}' needs a CUDA device (got {self.torch_device}); use fp32 on CPU")
+            raise BackendError(f"precision '{precision}' needs a CUDA device (got {self.torch_device}); "
+                               'use fp32 on CPU')
         self.dtype = _DTYPES[precision]
         self.model = model.to(self.torch_device, self.dtype).eval()
         self.device = str(self.torch_device)

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rainmamba_core.errors import RainMambaError
+
 from .clips import CameraMotion, builtin_scene, list_images, natural_key, read_image, resize_to, still_to_clip
 from .synthetic_rain import RainGenerator, RainParams
 

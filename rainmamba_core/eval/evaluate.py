@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from rainmamba_core.errors import RainMambaError
+
 from .baselines import BASELINES
 from .metrics import clip_metrics, to_uint8
 

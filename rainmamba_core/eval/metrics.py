@@ -61,7 +61,8 @@ def psnr(img1: np.ndarray, img2: np.ndarray, crop_border: int = 0) -> float:
     _check(img1, img2, 'psnr')
     a, b = np.asarray(img1, np.float64), np.asarray(img2, np.float64)
     if crop_border:
-        a, b = a[crop_border:-crop_border, crop_border:-crop_border], b[crop_border:-crop_border, crop_border:-crop_border]
+        c = crop_border
+        a, b = a[c:-c, c:-c], b[c:-c, c:-c]
     mse = np.mean((a - b) ** 2)
     if mse == 0:
         return float('inf')
@@ -89,7 +90,8 @@ def ssim(img1: np.ndarray, img2: np.ndarray, crop_border: int = 0) -> float:
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
     if crop_border:
-        a, b = a[crop_border:-crop_border, crop_border:-crop_border], b[crop_border:-crop_border, crop_border:-crop_border]
+        c = crop_border
+        a, b = a[c:-c, c:-c], b[c:-c, c:-c]
     if min(a.shape[:2]) < 11:
         raise MetricError(f'ssim: images {a.shape[:2]} are smaller than the 11x11 window')
     return float(np.mean([_ssim_channel(a[..., c], b[..., c]) for c in range(a.shape[2])]))

@@ -92,7 +92,8 @@ def thin_line_energy(frames: np.ndarray, threshold: float = 10.0) -> float:
     Each grey pixel minus the mean of the pixels two to the left and two to the right, above
     ``threshold`` grey levels (sensor noise and texture stay below it), summed. A rain streak one
     to three pixels wide falling near vertically scores; flat areas and horizontal edges do not;
-    the vertical edges of bright objects score a little. Compare an output's value with its input's: the ratio is the share left.
+    the vertical edges of bright objects score a little. Compare an output's value with its input's:
+    the ratio is the share left.
     """
     g = frames.astype(np.float32).mean(-1)
     side = 0.5 * (g[:, :, :-4] + g[:, :, 4:])
@@ -263,6 +264,7 @@ def write_suite_report(results: dict[str, Any], out_dir: str | Path,
                        meta: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write suite.md (the table), suite.json and images/*.png into ``out_dir``."""
     from rainmamba_core.data.clips import write_image
+
     from .report import ReportError, side_by_side
     out = Path(out_dir)
     try:

@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                     entries.append({'config': config, 'size': size, 'error': f'{type(exc).__name__}: {exc}'[:500]})
                 meta['load_avg_end'] = os.getloadavg()
                 args.json.write_text(json.dumps({'meta': meta, 'entries': entries}, indent=2))
-    print(f"\n{'config':9s} {'size':8s} {'mode':13s} {'torch ms':>9s} {'ort ms':>9s} {'ort/torch':>9s} {'export s':>8s}")
+    print(f"\n{'config':9s} {'size':8s} {'mode':13s} {'torch ms':>9s} {'ort ms':>9s} {'ort/torch':>9s} "
+          f"{'export s':>8s}")
     for e in entries:
         if 'error' in e:
             print(f"{e['config']:9s} {e['size']:8s} error: {e['error'][:80]}")

@@ -40,8 +40,18 @@ import torch.nn as nn
 
 from rainmamba_core.errors import RainMambaError
 from rainmamba_core.export import scan as export_scan_mod
-from rainmamba_core.export.sidecar import (CLIP_INPUT, FRAME_INPUT, OUTPUT, SIDECAR_FORMAT, SIDECAR_VERSION,
-                                           STATE_IN, STATE_OUT, package_version, sha256_file, write_sidecar)
+from rainmamba_core.export.sidecar import (
+    CLIP_INPUT,
+    FRAME_INPUT,
+    OUTPUT,
+    SIDECAR_FORMAT,
+    SIDECAR_VERSION,
+    STATE_IN,
+    STATE_OUT,
+    package_version,
+    sha256_file,
+    write_sidecar,
+)
 from rainmamba_core.models.rainmamba import DEFAULT_MODEL, RainMamba, load_default_model
 
 log = logging.getLogger(__name__)

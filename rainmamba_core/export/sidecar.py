@@ -97,7 +97,8 @@ def read_sidecar(onnx_path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise SidecarError(f'cannot read sidecar {path}: {exc}; re-export the model') from exc
     if not isinstance(data, dict) or data.get('format') != SIDECAR_FORMAT:
-        raise SidecarError(f"{path} is not a {SIDECAR_FORMAT} sidecar (format={data.get('format') if isinstance(data, dict) else None!r})")
+        found = data.get('format') if isinstance(data, dict) else None
+        raise SidecarError(f'{path} is not a {SIDECAR_FORMAT} sidecar (format={found!r})')
     if int(data.get('format_version', 0)) > SIDECAR_VERSION:
         raise SidecarError(f"{path} has format_version {data.get('format_version')}, newer than this package "
                            f'understands ({SIDECAR_VERSION}); upgrade rainmamba_ros or re-export with this version')
@@ -118,7 +119,8 @@ def check_against_graph(data: dict[str, Any], graph_inputs: list[tuple[str, list
         graph_inputs, graph_outputs: (name, shape) in graph order, as reported by the runtime
             (shapes may hold None or strings for symbolic dims, which match anything).
     """
-    for role, declared, actual in (('inputs', data['inputs'], graph_inputs), ('outputs', data['outputs'], graph_outputs)):
+    for role, declared, actual in (('inputs', data['inputs'], graph_inputs),
+                                   ('outputs', data['outputs'], graph_outputs)):
         names = [d['name'] for d in declared]
         if names != [name for name, _ in actual]:
             raise SidecarError(f'sidecar {role} {names[:4]}... do not match the graph {[n for n, _ in actual][:4]}...; '

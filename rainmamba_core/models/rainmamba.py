@@ -24,12 +24,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rainmamba_core.errors import RainMambaError
-from rainmamba_core.safe_load import safe_load
 from rainmamba_core.models.config import RainMambaConfig
 from rainmamba_core.modules.blocks import MambaLayer
 from rainmamba_core.modules.convnext import ConvNeXt, ProjectionHead
 from rainmamba_core.modules.temporal import causal_time_apply
 from rainmamba_core.paths import DEFAULT_MODEL
+from rainmamba_core.safe_load import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,8 @@ class RainMamba(nn.Module):
         expected = self.init_state_shapes(frames.shape[0], frames.shape[-2], frames.shape[-1])
         if set(state) != set(expected):
             raise ValueError('stream state does not belong to this model: missing '
-                             f'{sorted(set(expected) - set(state))[:5]}, unexpected {sorted(set(state) - set(expected))[:5]}')
+                             f'{sorted(set(expected) - set(state))[:5]}, '
+                             f'unexpected {sorted(set(state) - set(expected))[:5]}')
         bad = [k for k, s in expected.items() if tuple(state[k].shape) != s]
         if bad:
             raise ValueError(f'stream state was made for another batch or frame size: {bad[0]} has shape '

@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .trainer import TrainError, Trainer, config_from_run_dir
     from .distributed import cleanup
+    from .trainer import Trainer, TrainError, config_from_run_dir
     try:
         resume = find_resume_checkpoint(args.resume) if args.resume else None
         if args.config:

@@ -57,6 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rainmamba_core.errors import RainMambaError
+
 from .vgg import VGGFeatures
 
 log = logging.getLogger(__name__)

@@ -34,12 +34,11 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from rainmamba_core.errors import RainMambaError
+
 from . import checkpoint as ckpt
 from .config import TrainConfig, config_from_dict
-from .distributed import (DistInfo, all_reduce_mean, barrier, broadcast_object, gather_objects,
-                          init_distributed)
-from .sampling import (ResumableSampler, SeededDataset, get_rng_state, sample_seed,
-                       seed_everything, set_rng_state)
+from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, gather_objects, init_distributed
+from .sampling import ResumableSampler, SeededDataset, get_rng_state, sample_seed, seed_everything, set_rng_state
 from .schedule import build_scheduler
 
 log = logging.getLogger(__name__)
