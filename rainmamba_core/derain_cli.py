@@ -17,19 +17,25 @@ from pathlib import Path
 
 import numpy as np
 
+from rainmamba_core.options import add_derainer_arguments, derainer_kwargs, options_from_args
+
 VIDEO_OUT = ('.mp4', '.avi', '.mkv')
+# streaming.offline.PRESETS, named here so `--help` needs no torch import (a test holds them equal).
+PRESET_NAMES = ('VRDS', 'LWDDS', 'RainVIDSS', 'RainSynAll100', 'full')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('input', help="video file, folder of numbered frames, image, or 'builtin'")
     parser.add_argument('output', type=Path,
                         help='output folder (frames, named as the input frames) or .mp4 file')
-    parser.add_argument('--model', default=None, help='checkpoint or .onnx (default: bundled tiny model)')
-    parser.add_argument('--mode', choices=('streaming', 'windowed', 'tiled'), default=None,
-                        help='default: streaming for causal models, tiled for official ones')
-    parser.add_argument('--preset', default='full',
+    model = parser.add_argument_group('model (passed to the Derainer; the options table of rainmamba_core.options)')
+    add_derainer_arguments(model, overrides={'mode': {
+        'choices': ('streaming', 'windowed', 'tiled'), 'default': None,
+        'help': "streaming (causal, per frame), windowed (the paper's sliding window) or tiled (the authors' "
+                'test procedure: windows and tiles over the whole clip); default: streaming for causal '
+                'models, tiled for official ones'}})
+    parser.add_argument('--preset', default='full', choices=sorted(PRESET_NAMES),
                         help='tiled mode: VRDS | LWDDS | RainVIDSS | RainSynAll100 | full (default full)')
-    parser.add_argument('--device', default='auto', help='auto | cpu | cuda')
     parser.add_argument('--max-frames', type=int, default=None, help='stop after N frames')
     parser.add_argument('--fps', type=float, default=10.0, help='frame rate of an .mp4 output')
 
@@ -125,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     from rainmamba_core.data.clips import ClipError
     t0 = time.perf_counter()
     mode = args.mode
+    options = options_from_args(args, unchecked=('mode',))  # a refused combination: before any work
+    model_path = options['model_path'] or None
     frames = source_frames(args.input, args.max_frames)
     first = next(frames, None)  # a bad input is refused here, before a model is loaded
     if first is None:
@@ -132,18 +140,18 @@ def run(args: argparse.Namespace) -> int:
     frames = itertools.chain([first], frames)
     sink = FrameSink(args.output, args.fps)
     try:
-        if mode == 'tiled' or (mode is None and args.model and not str(args.model).endswith('.onnx')):
+        if mode == 'tiled' or (mode is None and model_path and not str(model_path).endswith('.onnx')):
             import torch
 
+            from rainmamba_core.devices import resolve_device
             from rainmamba_core.models.rainmamba import RainMamba
             from rainmamba_core.streaming.offline import derain_video
-            model = RainMamba.from_checkpoint(args.model) if args.model else None
+            model = RainMamba.from_checkpoint(model_path) if model_path else None
             if model is not None and (mode == 'tiled' or not model.config.causal):
                 # The authors' windows and tiles see the whole clip: it is loaded at once.
                 names, loaded = zip(*frames)
                 clip = np.stack(loaded)
-                dev = 'cuda' if args.device in ('auto', 'cuda') and torch.cuda.is_available() else 'cpu'
-                model = model.to(dev).eval()
+                model = model.to(resolve_device(options['device'])).eval()
                 video = torch.from_numpy(clip).permute(0, 3, 1, 2).float().div(255)[None]
                 bar = tqdm(desc='windows', unit='window')
                 out = derain_video(model, video, args.preset,
@@ -156,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             mode = mode if mode != 'tiled' else 'streaming'
         from rainmamba_core.streaming.derainer import Derainer
-        derainer = Derainer(args.model, mode=mode or 'streaming', device=args.device)
+        derainer = Derainer(**dict(derainer_kwargs(options), mode=mode or 'streaming'))
         # Disk to disk: read, derain, write one frame at a time.
         for name, frame in tqdm(frames, desc='derain', unit='frame'):
             sink.write(name, derainer.process('input', frame))

@@ -8,6 +8,8 @@ Each parameter says how it may change while the node runs:
 - 'restart': read-only after start (topics and QoS are wired once); set them in the YAML file or
   on the command line.
 
+The model parameters are generated from the core's one table of Derainer options
+(rainmamba_core.options), which `rainmamba replay` and `rainmamba derain` read too.
 `config/derain.yaml`, docs/ros.md and the node's ParameterDescriptors are all checked against
 `PARAMS` by the tests.
 """
@@ -17,10 +19,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from rainmamba_core.errors import RainMambaError
+from rainmamba_core import options
+from rainmamba_core.options import DERAINER_OPTIONS, OPTIONS, DerainerOption, OptionError, check_option, check_options
 
 
-class ParameterError(RainMambaError, ValueError):
+class ParameterError(OptionError):
     """A parameter value (or combination) the node refuses; the message is the reason."""
 
 
@@ -47,6 +50,14 @@ class ParamSpec:
     float_range: tuple[float, float] | None = None
 
 
+def _from_option(opt: DerainerOption) -> ParamSpec:
+    """A [reload] node parameter from the core's DerainerOptions table."""
+    rng = opt.range
+    return ParamSpec(opt.name, opt.ros_default, opt.help, 'reload', choices=opt.choices,
+                     int_range=(int(rng[0]), int(rng[1])) if rng and opt.type is int else None,
+                     float_range=(float(rng[0]), float(rng[1])) if rng and opt.type is float else None)
+
+
 PARAMS: tuple[ParamSpec, ...] = (
     # --- topics and QoS (wired once)
     ParamSpec('cameras', [''], 'Camera namespaces; each gets <cam>/image and <cam>/camera_info '
@@ -64,24 +75,8 @@ PARAMS: tuple[ParamSpec, ...] = (
               'and most subscribers); qos_overrides.<topic>.publisher.* can override it.',
               'restart', choices=('best_effort', 'reliable')),
     ParamSpec('output_depth', 5, 'Output QoS history depth.', 'restart', int_range=(1, 100)),
-    # --- the model (a change builds a new Derainer and swaps it in)
-    ParamSpec('model_path', '', "Model file (.pt checkpoint or .onnx); '' = the bundled default "
-              'model.', 'reload'),
-    ParamSpec('mode', 'streaming', "'streaming' = causal, one step per frame (constant cost); "
-              "'windowed' = the paper's sliding window over the last `window` frames.", 'reload',
-              choices=('streaming', 'windowed')),
-    ParamSpec('window', 5, 'Frames per window in windowed mode.', 'reload', int_range=(1, 64)),
-    ParamSpec('backend', 'torch', 'Inference backend.', 'reload',
-              choices=('torch', 'onnxruntime')),
-    ParamSpec('device', 'auto', "'auto' (cuda when available, else cpu), 'cpu', 'cuda' or "
-              "'cuda:N'.", 'reload'),
-    ParamSpec('precision', 'fp32', 'fp32, or fp16/bf16 (cuda only).', 'reload',
-              choices=('fp32', 'fp16', 'bf16')),
-    ParamSpec('max_size', 0, 'If > 0, frames whose long side exceeds it are derained downscaled '
-              'and resized back.', 'reload', int_range=(0, 16384)),
-    ParamSpec('max_pixels', -1, 'Pixel budget per frame: larger frames are derained downscaled '
-              '(aspect kept) and resized back. -1 = auto (640x480 = 307200 on the CPU, no limit '
-              'on CUDA), 0 = no limit.', 'reload', int_range=(-1, 1_000_000_000)),
+    # --- the model (a change builds a new Derainer and swaps it in): rainmamba_core.options
+    *(_from_option(o) for o in DERAINER_OPTIONS),
     # --- behaviour at run time
     ParamSpec('gap_reset_s', 1.0, "Reset a camera's stream state when the header stamps of two "
               'consecutive frames the camera sent (received, processed or not) are further apart '
@@ -106,10 +101,8 @@ PARAMS: tuple[ParamSpec, ...] = (
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMS}
 # Parameters handed to the Derainer constructor, by the same names.
-DERAINER_KEYS: tuple[str, ...] = ('model_path', 'mode', 'window', 'backend', 'device',
-                                  'precision', 'max_size', 'max_pixels')
+DERAINER_KEYS: tuple[str, ...] = tuple(OPTIONS)
 
-_DEVICE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 _NAMESPACE = re.compile(r'^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
 
 
@@ -126,6 +119,12 @@ def validate_one(name: str, value: Any) -> None:
     spec = SPECS.get(name)
     if spec is None:
         return  # not ours (use_sim_time, qos_overrides.*): rclpy validates those
+    if name in OPTIONS:
+        try:
+            check_option(name, value)
+        except OptionError as exc:
+            raise ParameterError(str(exc)) from exc
+        return
     want = type(spec.default)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -137,8 +136,6 @@ def validate_one(name: str, value: Any) -> None:
     for rng in (spec.int_range, spec.float_range):
         if rng and not rng[0] <= value <= rng[1]:
             raise ParameterError(f'{name}={value} is outside [{rng[0]}, {rng[1]}]')
-    if name == 'device' and not _DEVICE.match(value):
-        raise ParameterError(f"device='{value}' is not auto, cpu, cuda or cuda:N")
     if name == 'cameras':
         if not value:
             raise ParameterError("cameras is empty: give at least one namespace ('' = the "
@@ -150,9 +147,6 @@ def validate_one(name: str, value: Any) -> None:
                 raise ParameterError(f"cameras entry '{cam}' is not a valid ROS namespace "
                                      '(letters, digits, _ and /, not starting with a digit, no '
                                      'trailing /)')
-    if name == 'model_path' and value and not value.endswith(('.pt', '.pth', '.onnx')):
-        raise ParameterError(f"model_path='{value}' should be a .pt/.pth checkpoint or an .onnx "
-                             "file ('' = the bundled default model)")
 
 
 def validate_all(values: dict[str, Any]) -> None:
@@ -166,20 +160,12 @@ def validate_all(values: dict[str, Any]) -> None:
     """
     for name, value in values.items():
         validate_one(name, value)
-    device, precision = values['device'], values['precision']
-    if precision != 'fp32' and device == 'cpu':
-        raise ParameterError(f"precision='{precision}' needs a CUDA device, but device='cpu': "
-                             "use precision='fp32' on the CPU")
-    if values['backend'] == 'onnxruntime' and values['model_path'] \
-            and not values['model_path'].endswith('.onnx'):
-        raise ParameterError(f"backend='onnxruntime' needs an .onnx model_path, got "
-                             f"'{values['model_path']}'")
-    if values['mode'] == 'windowed' and values['window'] < 2:
-        raise ParameterError(f"mode='windowed' needs window >= 2, got {values['window']}")
+    try:
+        check_options({k: values[k] for k in DERAINER_KEYS})
+    except OptionError as exc:
+        raise ParameterError(str(exc)) from exc
 
 
 def derainer_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     """Derainer constructor arguments from the node's parameter values."""
-    kw = {k: values[k] for k in DERAINER_KEYS}
-    kw['model_path'] = kw['model_path'] or None
-    return kw
+    return options.derainer_kwargs({k: values[k] for k in DERAINER_KEYS})

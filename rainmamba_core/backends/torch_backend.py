@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import torch
 
+from rainmamba_core.devices import DeviceError, resolve_device
 from rainmamba_core.errors import RainMambaError
 from rainmamba_core.models.rainmamba import RainMamba
 from rainmamba_core.streaming.state import cat_states, split_state, state_is_finite
@@ -17,18 +18,6 @@ _DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 class BackendError(RainMambaError, RuntimeError):
     """The backend cannot run as configured."""
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; refuse cuda on a machine without it."""
-    if device == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    dev = torch.device(device)
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise BackendError(f"device '{device}' requested but CUDA is not available "
-                           f"(torch {torch.__version__} built {'with' if torch.version.cuda else 'without'} CUDA); "
-                           "use device 'cpu' or 'auto'")
-    return dev
 
 
 def to_tensor(frames: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -50,7 +39,10 @@ class TorchBackend:
     def __init__(self, model: RainMamba, device: str = 'auto', precision: str = 'fp32'):
         if precision not in _DTYPES:
             raise BackendError(f"precision '{precision}' is not one of {sorted(_DTYPES)}")
-        self.torch_device = resolve_device(device)
+        try:
+            self.torch_device = resolve_device(device)
+        except DeviceError as exc:
+            raise BackendError(str(exc)) from exc
         if precision != 'fp32' and self.torch_device.type != 'cuda':
             raise BackendError(f"precision '{precision}' needs a CUDA device (got {self.torch_device}); "
                                'use fp32 on CPU')
