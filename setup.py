@@ -45,9 +45,9 @@ setup(
     license='MIT',
     entry_points={
         'console_scripts': [
-            'rainmamba = rainmamba_core.cli:main',
+            'rainmamba = rainmamba_ros.cli:main',
             'derain_node = rainmamba_ros.derain_node:main',
-            'replay = rainmamba_ros.replay:main',
+            'replay = rainmamba_ros.replay.cli:main',
         ],
     },
 )

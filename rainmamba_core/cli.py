@@ -3,6 +3,10 @@
 Every verb lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
 modules are imported only when their verb runs, so `rainmamba --help` stays fast and a verb
 whose optional dependencies are missing does not break the others.
+
+`VERBS` are the core's own. The installed `rainmamba` command lives on the ROS side (rainmamba_ros), which
+runs this `main` with the core verbs plus the ROS side's (replay; bench and demo with their ROS
+sections), so the core never names the ROS package.
 """
 from __future__ import annotations
 
@@ -24,26 +28,25 @@ VERBS: dict[str, tuple[str, str]] = {
     'synth': ('rainmamba_core.data.cli', 'make a synthetic rainy clip from clean frames'),
     'export': ('rainmamba_core.export.cli', 'export a model to ONNX (streaming step or clip)'),
     'bench': ('rainmamba_core.bench', 'benchmark streaming vs windowed and the scan backends'),
-    'replay': ('rainmamba_ros.replay', 'derain image topics of a ROS bag into a new bag'),
     'info': ('rainmamba_core.info_cli', 'describe a checkpoint or ONNX model'),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verbs: dict[str, tuple[str, str]] = VERBS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='rainmamba',
-        description='RainMamba video deraining: demo, train, eval, export, bench, replay.')
+        prog='rainmamba', description=f'RainMamba video deraining: {", ".join(verbs)}.')
     parser.add_argument('-v', '--verbose', action='count', default=0,
                         help='more log output (-v info, -vv debug)')
     sub = parser.add_subparsers(dest='verb', metavar='VERB')
-    for verb, (_, help_text) in VERBS.items():
+    for verb, (_, help_text) in verbs.items():
         sub.add_parser(verb, help=help_text, add_help=False)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, verbs: dict[str, tuple[str, str]] = VERBS) -> int:
+    """Run one verb; `verbs` maps each verb to (module, one-line help)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(verbs)
     # Parse only the global options and the verb; the verb's module parses the rest.
     verbosity = 0
     while argv and argv[0] in ('-v', '-vv', '--verbose'):
@@ -52,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     verb, rest = argv[0], argv[1:]
-    if verb not in VERBS:
-        parser.error(f'unknown verb {verb!r}; choose one of: {", ".join(VERBS)}')
+    if verb not in verbs:
+        parser.error(f'unknown verb {verb!r}; choose one of: {", ".join(verbs)}')
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity + 1, 2)],
         format='%(levelname)s %(name)s: %(message)s')
-    module_name, help_text = VERBS[verb]
+    module_name, help_text = verbs[verb]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

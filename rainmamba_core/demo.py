@@ -5,14 +5,15 @@ driving scene; no third-party data needed), derains it with the bundled default 
 streaming mode, and writes `out/demo/`: derained frames, side-by-side images and an MP4
 (rainy | derained | clean), a metrics table (PSNR/SSIM before and after, against the
 temporal-median baseline; latency and frames per second) and a one-screen summary.
-With `--bag` it also writes the clip as a ROS 2 bag and runs it through `rainmamba replay`
-and, when rclpy is available, through the live ROS node (player -> node -> recorder).
+`run` takes further stages that receive the rainy clip: the `rainmamba demo` command adds the ROS
+ones (on the ROS side, rainmamba_ros: bag, replay, live node; `--no-ros` skips them).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -31,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--preset', default='heavy', help='synthetic rain preset: drizzle|light|moderate|heavy|storm')
     parser.add_argument('--seed', type=int, default=7, help='seed of the scene, camera motion and rain')
     parser.add_argument('--device', default='auto', help='auto | cpu | cuda')
-    parser.add_argument('--no-ros', action='store_true', help='skip the bag / replay / live-node stages')
+
+# A further demo stage: (args, rainy clip (T, H, W, 3) uint8 RGB, output folder) -> None.
+Stage = Callable[[argparse.Namespace, np.ndarray, Path], None]
 
 
 def _side_by_side(*frames: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
@@ -57,7 +60,8 @@ def make_clip(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
     return rc.rainy, rc.clean
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, stages: Sequence[Stage] = ()) -> int:
+    """Derain the clip, write the outputs, then run `stages` in order."""
     from rainmamba_core.data.clips import write_mp4
     from rainmamba_core.eval.baselines import temporal_median
     from rainmamba_core.eval.metrics import clip_metrics
@@ -114,17 +118,8 @@ def run(args: argparse.Namespace) -> int:
           f"p99 {report['latency_ms_p99']:.1f} ms on {report['device']}")
     print(f'[demo] wrote {out_dir}/frames/*.png, side_by_side.png' + (', side_by_side.mp4' if mp4 else '')
           + ', metrics.md, metrics.json')
-    if not args.no_ros:
-        _ros_stages(args, rainy, out_dir)
+    for stage in stages:
+        stage(args, rainy, out_dir)
     print(f"[demo] done in {time.perf_counter() - t0:.1f} s")
     return 0
 
-
-def _ros_stages(args: argparse.Namespace, rainy: np.ndarray, out_dir: Path) -> None:
-    """Bag + replay (+ live node) stages; available once the ROS side is installed."""
-    try:
-        from rainmamba_ros import demo_ros
-    except ImportError as exc:
-        print(f'[demo] ROS stages skipped: {exc}')
-        return
-    demo_ros.run_stages(rainy, out_dir, model=args.model, device=args.device)

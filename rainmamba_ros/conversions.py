@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import array
 import logging
-import time
 from typing import Any
 
 import cv2
@@ -41,7 +40,7 @@ from rainmamba_core.errors import RainMambaError
 __all__ = [
     'ImageConversionError', 'SUPPORTED_ENCODINGS', 'image_to_rgb', 'rgb_to_image_fields',
     'compressed_to_rgb', 'rgb_to_compressed', 'extract_alpha', 'check_image', 'as_msg_data',
-    'compressed_source_encoding', 'conversion_backend', 'benchmark',
+    'compressed_source_encoding', 'conversion_backend', 'ImageRecord',
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -420,39 +419,12 @@ def rgb_to_compressed(rgb: np.ndarray, fmt: str, jpeg_quality: int = 90) -> byte
     return enc.tobytes()
 
 
-# --------------------------------------------------------------------------- benchmark
-class _Msg:
-    """Minimal Image-like record for the micro-benchmark and tests."""
+# --------------------------------------------------------------------------- stand-in message
+class ImageRecord:
+    """Minimal sensor_msgs/Image-like record (the fields the conversions read), for timing and
+    tests where no message package is installed."""
 
     def __init__(self, height: int, width: int, encoding: str, step: int, data: Any) -> None:
         self.height, self.width, self.encoding, self.step, self.data = (
             height, width, encoding, step, data)
         self.is_bigendian = 0
-
-
-def benchmark(width: int = 640, height: int = 480, repeats: int = 50,
-              encodings: tuple[str, ...] = SUPPORTED_ENCODINGS) -> dict[str, dict[str, float]]:
-    """Time decode (message -> RGB) and encode (RGB -> message bytes, incl. `as_msg_data`).
-
-    Returns:
-        {encoding: {'in_ms': median ms, 'out_ms': median ms, 'total_ms': sum}}.
-    """
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    results: dict[str, dict[str, float]] = {}
-    for enc in encodings:
-        flat, step = rgb_to_image_fields(rgb, enc)
-        msg = _Msg(height, width, enc, step, as_msg_data(flat))
-        alpha = extract_alpha(msg)
-        t_in, t_out = [], []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = image_to_rgb(msg)
-            t1 = time.perf_counter()
-            as_msg_data(rgb_to_image_fields(out, enc, alpha)[0])
-            t2 = time.perf_counter()
-            t_in.append(t1 - t0)
-            t_out.append(t2 - t1)
-        i, o = float(np.median(t_in)) * 1e3, float(np.median(t_out)) * 1e3
-        results[enc] = {'in_ms': i, 'out_ms': o, 'total_ms': i + o}
-    return results

@@ -165,6 +165,19 @@ def _stamp_ns(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
+def image_message(src: Any, rgb: Any, encoding: str, alpha: Any) -> Image:
+    """A sensor_msgs/Image of `rgb` ((H, W, 3) uint8) in `encoding`, with `src`'s header."""
+    flat, step = rgb_to_image_fields(rgb, encoding, alpha)
+    out = Image()
+    out.header = src.header
+    out.height, out.width = int(rgb.shape[0]), int(rgb.shape[1])
+    out.encoding = encoding
+    out.is_bigendian = 0  # 8-bit encodings only: byte order is irrelevant
+    out.step = step
+    out.data = as_msg_data(flat)
+    return out
+
+
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
     change = {'live': 'changeable at run time',
               'reload': 'changeable at run time (rebuilds the model; refused if it fails)',
@@ -298,6 +311,23 @@ class DerainNode(Node):
             self.get_logger().info(f'size bound: {bound}; frames under {self._derainer.min_size}x'
                                    f'{self._derainer.min_size} are rejected (rejected.size)')
 
+    # ------------------------------------------------------------------ seams (benchmarks, embedding)
+    @property
+    def cameras(self) -> tuple[_Camera, ...]:
+        """The configured cameras, in `cameras` order."""
+        return tuple(self._cameras)
+
+    def stop_worker(self) -> None:
+        """Stop the worker thread: received frames then stay in the mailbox for `take_received`."""
+        self._stop.set()
+        self._slots.close()
+        if self._worker.is_alive():
+            self._worker.join(timeout=3.0)
+
+    def take_received(self, timeout: float | None = 0.0) -> dict[str, _Received]:
+        """The newest received frame of every camera (by stream id), emptying the mailbox."""
+        return self._slots.take_all(timeout=timeout)
+
     # ------------------------------------------------------------------ setup
     def _build_derainer(self, cfg: dict[str, Any]) -> Any:
         from rainmamba_core.streaming.derainer import Derainer  # torch import: keep it lazy
@@ -332,7 +362,7 @@ class DerainNode(Node):
                 CameraInfo, out_info, qos_out,
                 qos_overriding_options=QoSOverridingOptions.with_default_policies())
             msg_type = CompressedImage if self._compressed else Image
-            self.create_subscription(msg_type, topic, lambda m, c=cam: self._on_image(c, m),
+            self.create_subscription(msg_type, topic, lambda m, c=cam: self.on_image(c, m),
                                      qos_in, callback_group=self._io_group)
             self.create_subscription(CameraInfo, _join(name, 'camera_info'),
                                      lambda m, c=cam: self._on_info(c, m), qos_in,
@@ -444,7 +474,7 @@ class DerainNode(Node):
         cam.infos.append(msg)
         cam.loss.on_info(_stamp_ns(msg.header))
 
-    def _on_image(self, cam: _Camera, msg: Any) -> None:
+    def on_image(self, cam: _Camera, msg: Any) -> None:
         """Subscription callback: validate geometry only (O(1)) and keep the newest frame."""
         try:
             cam.loss.on_image(_stamp_ns(msg.header))   # it arrived, whatever follows
@@ -502,7 +532,7 @@ class DerainNode(Node):
                 with self._derainer_lock:
                     self._derainer.reset(cam.stream_id, reason, detail)
             if not enabled and not self._compressed:
-                self._publish(cam, msg, t_in, None, msg, passthrough=True)
+                self.publish(cam, msg, t_in, None, msg, passthrough=True)
                 continue
             try:
                 if self._compressed:
@@ -517,7 +547,7 @@ class DerainNode(Node):
                 self._reject(cam, exc, received=False)
                 continue
             if not enabled:
-                self._publish(cam, msg, t_in, None, self._to_image(msg, rgb, encoding, alpha),
+                self.publish(cam, msg, t_in, None, image_message(msg, rgb, encoding, alpha),
                               passthrough=True)
                 continue
             frames.append((cam, msg, t_in, rgb, encoding, alpha))
@@ -545,7 +575,7 @@ class DerainNode(Node):
             infer_ms = (time.perf_counter() - t0) * 1e3
         for (cam, msg, t_in, rgb, encoding, alpha), (out, exc) in zip(frames, results):
             if exc is None:
-                self._publish(cam, msg, t_in, infer_ms, self._to_image(msg, out, encoding, alpha))
+                self.publish(cam, msg, t_in, infer_ms, image_message(msg, out, encoding, alpha))
             else:
                 self._inference_failed(cam, msg, t_in, rgb, encoding, alpha, exc)
 
@@ -565,19 +595,8 @@ class DerainNode(Node):
             f'{"passed through" if passthrough else "skipped"}',
             throttle_duration_sec=self._cfg['error_throttle_s'])
         if passthrough:
-            out = msg if not self._compressed else self._to_image(msg, rgb, encoding, alpha)
-            self._publish(cam, msg, t_in, None, out, passthrough=True)
-
-    def _to_image(self, src: Any, rgb: Any, encoding: str, alpha: Any) -> Image:
-        flat, step = rgb_to_image_fields(rgb, encoding, alpha)
-        out = Image()
-        out.header = src.header
-        out.height, out.width = int(rgb.shape[0]), int(rgb.shape[1])
-        out.encoding = encoding
-        out.is_bigendian = 0  # 8-bit encodings only: byte order is irrelevant
-        out.step = step
-        out.data = as_msg_data(flat)
-        return out
+            out = msg if not self._compressed else image_message(msg, rgb, encoding, alpha)
+            self.publish(cam, msg, t_in, None, out, passthrough=True)
 
     def _camera_info_for(self, cam: _Camera, header: Any) -> CameraInfo | None:
         """The camera_info with the image's stamp, else the newest one re-stamped."""
@@ -591,7 +610,7 @@ class DerainNode(Node):
         info.header = header
         return info
 
-    def _publish(self, cam: _Camera, src: Any, t_in: float, infer_ms: float | None,
+    def publish(self, cam: _Camera, src: Any, t_in: float, infer_ms: float | None,
                  out: Image, passthrough: bool = False) -> None:
         cam.pub_image.publish(out)
         info = self._camera_info_for(cam, src.header)

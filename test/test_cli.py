@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from rainmamba_core.cli import VERBS, main
+from rainmamba_ros.cli import VERBS, main
 
 
 def test_top_level_help_lists_every_verb(capsys):

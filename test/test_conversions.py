@@ -1,7 +1,7 @@
 """Image message <-> RGB conversions (rainmamba_ros.conversions), without a ROS graph.
 
 Messages are real sensor_msgs ones (rclpy's, data as array.array; rosbags', data as ndarray);
-the bare record `_Msg` stands in only where sensor_msgs is not installed and for data held as
+the bare record `ImageRecord` (as `_Msg`) stands in only where sensor_msgs is not installed and for data held as
 `bytes`. Expected bytes of the colour encodings are laid out by hand (pixel_standin), so a
 channel-order bug in both directions cannot pass a round trip.
 """
@@ -16,10 +16,10 @@ import pytest
 from pixel_standin import encode_by_hand
 
 from rainmamba_ros import conversions as conv
+from rainmamba_ros.bench.conversions import benchmark
 from rainmamba_ros.conversions import (
     SUPPORTED_ENCODINGS,
     ImageConversionError,
-    _Msg,
     as_msg_data,
     check_image,
     compressed_source_encoding,
@@ -29,6 +29,7 @@ from rainmamba_ros.conversions import (
     rgb_to_compressed,
     rgb_to_image_fields,
 )
+from rainmamba_ros.conversions import ImageRecord as _Msg
 
 try:
     from sensor_msgs.msg import CompressedImage, Image
@@ -344,8 +345,8 @@ def test_bridge_probe_reports_a_backend() -> None:
 
 
 def test_benchmark_times_the_conversions() -> None:
-    small = conv.benchmark(width=32, height=16, repeats=5)
-    large = conv.benchmark(width=256, height=128, repeats=5)
+    small = benchmark(width=32, height=16, repeats=5)
+    large = benchmark(width=256, height=128, repeats=5)
     for res in (small, large):
         assert set(res) == set(SUPPORTED_ENCODINGS)
         for enc, v in res.items():

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from rainmamba_core import cli
 from rainmamba_core.data.clips import read_image, write_image
 from rainmamba_core.streaming import derainer as derainer_mod
+from rainmamba_ros import cli
 
 
 class RotateBackend:

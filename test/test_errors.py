@@ -10,9 +10,9 @@ import torch
 
 import rainmamba_core
 import rainmamba_ros
-from rainmamba_core.cli import main
 from rainmamba_core.errors import RainMambaError, load_error_reason
 from rainmamba_core.models.rainmamba import CheckpointError, RainMamba
+from rainmamba_ros.cli import main
 
 
 class _Stranger:

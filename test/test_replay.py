@@ -22,10 +22,11 @@ from rosbags.rosbag2 import Writer as Writer2
 from rosbags.typesys import Stores, get_typestore
 
 from rainmamba_core.streaming.derainer import Derainer
-from rainmamba_ros import replay as replay_mod
 from rainmamba_ros.bagio import BagIOError, OutputBag, derained_topic
+from rainmamba_ros.bench.replay import bench_replay
 from rainmamba_ros.conversions import image_to_rgb, rgb_to_compressed, rgb_to_image_fields
 from rainmamba_ros.replay import ReplayError, main, replay_bag
+from rainmamba_ros.replay import api as replay_api
 
 H, W = 32, 32          # smallest size the tiny model's downsampling accepts comfortably
 N_FRAMES = 2           # per image topic (enough for order and a stamp going back)
@@ -366,7 +367,7 @@ def test_replace_writes_derained_under_original_names(mcap_bag: Path, tmp_path: 
 
 def test_cli_verb_and_existing_output_refused(mcap_bag: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from rainmamba_core.cli import main as rainmamba_main
+    from rainmamba_ros.cli import main as rainmamba_main
 
     out = tmp_path / 'exists'
     out.mkdir()
@@ -426,7 +427,7 @@ def test_interrupt_leaves_no_output(mcap_bag: Path, tmp_path: Path,
         return real(self, items)
 
     monkeypatch.setattr(Derainer, 'process_batch', interrupted)
-    monkeypatch.setattr(replay_mod, '_make_derainer', lambda kw: Derainer(model_path=None))
+    monkeypatch.setattr(replay_api, 'make_derainer', lambda kw: Derainer(model_path=None))
     out = tmp_path / 'out'
     code = main([str(mcap_bag), str(out), '--topic', '/front/image_raw',
                  '--topic', '/rear/image_mono', '--no-progress',
@@ -516,8 +517,7 @@ def test_bench_replay_writes_table_and_json(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    result = replay_mod.bench_replay(width=W, height=H, frames=3, json_path=tmp_path / 'r.json',
-                                     progress=False)
+    result = bench_replay(width=W, height=H, frames=3, json_path=tmp_path / 'r.json', progress=False)
     saved = json.loads((tmp_path / 'r.json').read_text())
     assert saved['rows'] == result['rows']
     assert {r['stage'] for r in saved['rows']} >= {'inference', 'replay (pipelined)'}

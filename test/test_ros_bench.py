@@ -13,7 +13,7 @@ pytestmark = pytest.mark.ros
 
 def test_bench_node_writes_every_encoding(ros_env: dict[str, str], tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from rainmamba_ros import bench_node
+    from rainmamba_ros.bench import node as bench_node
     from rainmamba_ros.conversions import SUPPORTED_ENCODINGS
 
     out = tmp_path / 'bench.json'

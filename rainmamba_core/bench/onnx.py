@@ -1,8 +1,8 @@
 """Per-frame time, PyTorch CPU vs ONNX Runtime CPU, for the tiny (streaming step) and official
 (windowed clip of T frames, one clip per output frame) configurations at several sizes.
 
-    python -m rainmamba_core.export.bench --json bench_onnx.json [--sizes 320x240 640x480]
-    python -m rainmamba_core.export.bench --scan-sweep --json scan.json   # scan formulations only
+    python -m rainmamba_core.bench.onnx --json bench_onnx.json [--sizes 320x240 640x480]
+    python -m rainmamba_core.bench.onnx --scan-sweep --json scan.json   # scan formulations only
 
 Weights are random (timing does not depend on them). Each entry is written to the JSON as soon as
 it is measured, so a run cut short still leaves its numbers. Prints a table at the end.

@@ -2,6 +2,11 @@
 
 Everything is measured side by side in one run on this machine; the table says which device.
 Prints a table and writes JSON (`--json PATH`).
+
+This package is the core's one home for benchmarks: the verb and its sections here, the scan
+backends in `bench.scan`, PyTorch vs ONNX Runtime in `bench.onnx`. A section is a `Section`:
+the ROS side (rainmamba_ros) runs this verb with its own sections appended, so the core
+never names it.
 """
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -90,7 +96,50 @@ def _fmt(v: Any) -> str:
     return f'{v:.3g}' if isinstance(v, float) else str(v)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+class Section(NamedTuple):
+    """One part of `rainmamba bench`, skippable by name with --skip.
+
+    Attributes:
+        name: what --skip calls it.
+        key: where its result goes in the JSON.
+        run: measures, prints its table and returns the JSON-able result (or None).
+        add_arguments: its own options, if any.
+    """
+
+    name: str
+    key: str
+    run: Callable[[argparse.Namespace], Any]
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def _stream_section(args: argparse.Namespace) -> Any:
+    rows = bench_stream_vs_window(args.model, _sizes(args.sizes), args.frames, args.window)
+    print(_table('streaming vs windowed (ms per output frame, CPU)', rows))
+    return rows
+
+
+def _memory_section(args: argparse.Namespace) -> Any:
+    marks = [int(v) for v in args.memory_frames.split(',')]
+    rows = bench_memory(args.model, _sizes(args.memory_size)[0], marks)
+    print(_table('memory over a long stream (RSS, CPU)', rows))
+    return rows
+
+
+def _scan_section(args: argparse.Namespace) -> Any:
+    from rainmamba_core.bench.scan import benchmark_scan_backends, format_table
+    rows = benchmark_scan_backends(repeats=3)
+    print('selective scan backends (CPU)\n' + format_table(rows))
+    return rows
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section('stream', 'stream_vs_window', _stream_section),
+    Section('memory', 'memory', _memory_section),
+    Section('scan', 'scan', _scan_section),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser, sections: Sequence[Section] = SECTIONS) -> None:
     parser.add_argument('--model', default=None, help='checkpoint (default: the bundled tiny causal model)')
     parser.add_argument('--json', type=Path, default=None, help='write the results here')
     parser.add_argument('--frames', type=int, default=10, help='timed frames per mode and size')
@@ -98,9 +147,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--sizes', default='256x256,640x480', help='WxH list for streaming vs windowed')
     parser.add_argument('--memory-frames', default='100,2000', help='stream lengths at which RSS is read')
     parser.add_argument('--memory-size', default='160x120', help='WxH of the long memory stream')
-    parser.add_argument('--skip', default='', help='comma list of sections to skip: stream,memory,scan,replay,node')
-    parser.add_argument('--replay-frames', type=int, default=30, help='frames of the 640x480 replay benchmark bag')
+    parser.add_argument('--skip', default='',
+                        help=f'comma list of sections to skip: {",".join(s.name for s in sections)}')
     parser.add_argument('--threads', type=int, default=0, help='torch threads (0: leave default)')
+    for section in sections:
+        if section.add_arguments is not None:
+            section.add_arguments(parser)
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:
@@ -111,40 +163,22 @@ def _sizes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, sections: Sequence[Section] = SECTIONS) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(',')))
     result: dict[str, Any] = {'machine': {'platform': platform.platform(), 'cpu_threads': torch.get_num_threads(),
                                           'torch': torch.__version__, 'device': 'cpu (measured)'}}
-    if 'stream' not in skip:
-        result['stream_vs_window'] = bench_stream_vs_window(args.model, _sizes(args.sizes), args.frames, args.window)
-        print(_table('streaming vs windowed (ms per output frame, CPU)', result['stream_vs_window']))
-    if 'memory' not in skip:
-        marks = [int(v) for v in args.memory_frames.split(',')]
-        result['memory'] = bench_memory(args.model, _sizes(args.memory_size)[0], marks)
-        print(_table('memory over a long stream (RSS, CPU)', result['memory']))
-    if 'scan' not in skip:
+    for section in sections:
+        if section.name in skip:
+            continue
         try:
-            from rainmamba_core.ops.bench_scan import benchmark_scan_backends, format_table
-            result['scan'] = benchmark_scan_backends(repeats=3)
-            print('selective scan backends (CPU)\n' + format_table(result['scan']))
-        except ImportError as exc:
-            print(f'scan benchmark unavailable: {exc}')
-    if 'replay' not in skip:
-        try:
-            from rainmamba_ros.replay import bench_replay
-            result['replay'] = bench_replay(frames=args.replay_frames, progress=False, json_path=None,
-                                            derainer_kwargs={'model_path': args.model, 'device': 'cpu'})
-        except ImportError as exc:
-            print(f'replay benchmark unavailable: {exc}')
-    if 'node' not in skip:
-        try:
-            from rainmamba_ros import bench_node
-            node_args = argparse.Namespace(width=640, height=480, repeats=100, json=None)
-            bench_node.run(node_args)
-        except ImportError as exc:
-            print(f'node overhead benchmark unavailable (needs rclpy): {exc}')
+            out = section.run(args)
+        except ImportError as exc:  # an optional dependency (numba, rclpy, ...) is missing
+            print(f'{section.name} benchmark unavailable: {exc}')
+            continue
+        if out is not None:
+            result[section.key] = out
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

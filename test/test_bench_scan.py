@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from rainmamba_core.ops import bench_scan
+from rainmamba_core.bench import scan as bench_scan
 
 
 def test_benchmark_rows() -> None:

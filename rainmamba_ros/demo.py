@@ -1,5 +1,6 @@
-"""ROS stages of `rainmamba demo`: write the rainy clip as a bag, replay it offline, and run it
-live through the real node (player -> derain_node -> recorder) over ROS 2 topics.
+"""`rainmamba demo` with its ROS stages: the core demo (rainmamba_core.demo), then the rainy clip
+written as a bag, replayed offline, and run live through the real node (player -> derain_node ->
+recorder) over ROS 2 topics. `--no-ros` stops after the core demo.
 
 The live stage starts `derain_node` as its own process on a private ROS domain restricted to
 localhost, publishes the bag's frames at their recorded rate with sensor-data QoS (exactly what a
@@ -8,6 +9,7 @@ with are dropped by its keep-latest policy; the demo reports how many.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import shutil
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rainmamba_core import demo as core_demo
 
 CAMERA_NS = '/camera'
 RAW_TOPIC = f'{CAMERA_NS}/image_raw'
@@ -196,3 +200,20 @@ def run_stages(rainy: np.ndarray, out_dir: Path, model: str | None = None, devic
             print(f'[demo] live node stage FAILED: {exc}')
     (out_dir / 'ros_stages.json').write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def ros_stages(args: argparse.Namespace, rainy: np.ndarray, out_dir: Path) -> None:
+    """The demo stage the core demo runs last: bag, replay, live node (when rclpy imports)."""
+    try:
+        run_stages(rainy, out_dir, model=args.model, device=args.device)
+    except ImportError as exc:  # rosbags missing: the core demo's outputs stand on their own
+        print(f'[demo] ROS stages skipped: {exc}')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    core_demo.add_arguments(parser)
+    parser.add_argument('--no-ros', action='store_true', help='skip the bag / replay / live-node stages')
+
+
+def run(args: argparse.Namespace) -> int:
+    return core_demo.run(args, stages=() if args.no_ros else (ros_stages,))

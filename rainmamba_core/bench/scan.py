@@ -8,7 +8,7 @@ The python loop is slow (tens of small ops per token), so it is timed on a prefi
 ``loop_prefix`` tokens and scaled linearly to L (its cost per token does not depend on L);
 rows measured that way say so in ``note``.
 
-Usage: ``python -m rainmamba_core.ops.bench_scan [--repeats 3] [--json out.json]``
+Usage: ``python -m rainmamba_core.bench.scan [--repeats 3] [--json out.json]``
 """
 from __future__ import annotations
 
