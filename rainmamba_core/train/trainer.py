@@ -11,16 +11,14 @@ gradients are averaged, so all ranks hold the same weights after every step.
 The run folder holds ``config.yaml`` (the final config), ``ckpt_XXXXXXXX.pt`` (the last
 ``keep_last`` training checkpoints), ``model_final.pt`` (weights only, for shipping),
 ``train_log.csv`` / ``val_log.csv`` and, when tensorboard is installed, ``tb/``.
+
+What a run is built from (model, data, loss) is in ``build.py``; what it reports (validation,
+logs) in ``monitor.py``.
 """
 from __future__ import annotations
 
-import csv
-import dataclasses
-import hashlib
 import logging
 import math
-import os
-import re
 import signal
 import threading
 import time
@@ -33,260 +31,19 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from rainmamba_core.errors import RainMambaError
-
 from . import checkpoint as ckpt
+from .build import Criterion, build_datasets, build_model, build_teacher, collate_clips, expand_path
 from .config import TrainConfig, config_from_dict
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, gather_objects, init_distributed
-from .sampling import ResumableSampler, SeededDataset, get_rng_state, sample_seed, seed_everything, set_rng_state
+from .errors import TrainError
+from .monitor import CsvLog, PSNRValidation, open_tensorboard, state_hash
+from .sampling import ResumableSampler, SeededDataset, get_rng_state, seed_everything, set_rng_state
 from .schedule import build_scheduler
 
 log = logging.getLogger(__name__)
 
 # Validation hook: (trainer, step) -> metrics to log (or None).
 Hook = Callable[['Trainer', int], 'dict[str, float] | None']
-
-
-class TrainError(RainMambaError, RuntimeError):
-    """Training cannot start or continue (bad data, non-finite loss, inconsistent resume)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Building blocks from the config.
-
-
-def expand_path(text: str) -> str:
-    """Expand ``~``, ``$VAR`` and ``${VAR:-default}`` in a config path."""
-    def repl(match: re.Match[str]) -> str:
-        return os.environ.get(match.group(1)) or (match.group(2) or '')
-    text = re.sub(r'\$\{(\w+):-([^}]*)\}', repl, text)
-    return os.path.expanduser(os.path.expandvars(text))
-
-
-def build_model(cfg: TrainConfig) -> nn.Module:
-    """The student network from ``cfg.model`` (preset + overrides, optional initial weights)."""
-    from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
-    overrides = dict(cfg.model.overrides)
-    overrides['causal'] = cfg.model.causal
-    preset = RainMambaConfig.tiny if cfg.model.preset == 'tiny' else RainMambaConfig.official
-    try:
-        model_cfg = preset(**overrides)
-    except TypeError as exc:
-        valid = ', '.join(f.name for f in dataclasses.fields(RainMambaConfig))
-        raise TrainError(f'model.overrides {sorted(cfg.model.overrides)}: {exc}; valid keys: {valid}'
-                         ) from None
-    model = RainMamba(model_cfg)
-    if cfg.model.init_from:
-        source = RainMamba.from_checkpoint(expand_path(cfg.model.init_from))
-        weights = source.state_dict()
-        if model.detail is not None and source.detail is None:
-            # Growing a trained model by the detail head: everything else must still match exactly.
-            fresh = {k: v for k, v in model.state_dict().items() if k.startswith('detail.')}
-            weights.update(fresh)
-            log.info('model.init_from %s has no detail head: adding a fresh one (%d parameters, zero output '
-                     'at the start)', cfg.model.init_from, sum(v.numel() for v in fresh.values()))
-        model.load_state_dict_strict(weights, source=cfg.model.init_from)
-    return model
-
-
-def build_teacher(cfg: TrainConfig, device: torch.device) -> nn.Module | None:
-    """The frozen distillation teacher (eval mode, no gradients), or None."""
-    if not cfg.distill.teacher:
-        return None
-    from rainmamba_core.models.rainmamba import RainMamba
-    path = expand_path(cfg.distill.teacher)
-    if not Path(path).is_file():
-        raise TrainError(f'distill.teacher={path}: no such checkpoint; give a RainMamba checkpoint '
-                         '(ours or the authors\') or set distill.teacher=null')
-    teacher = RainMamba.from_checkpoint(path).to(device).eval()
-    teacher.requires_grad_(False)
-    return teacher
-
-
-def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
-    """(train, validation or None) datasets from ``cfg.data`` via ``rainmamba_core.data``."""
-    from rainmamba_core.data import datasets as D
-    d = cfg.data
-
-    def make(kind: str, lq: str | None, gt: str | None, clean: list[str], crop: int | None,
-             options: dict[str, Any], train: bool) -> Dataset:
-        if kind == 'paired':
-            if not (lq and gt):
-                raise TrainError('a paired dataset needs lq and gt roots (data.lq_root/gt_root or '
-                                 'data.val_lq_root/val_gt_root)')
-            return D.build_paired_dataset(expand_path(lq), expand_path(gt), frames=d.frames,
-                                          crop=crop, train=train, **options)
-        if not clean:
-            raise TrainError(f'a {kind} dataset needs clean frame folders (data.clean_roots or '
-                             'data.val_clean_roots)')
-        if kind == 'video':
-            from rainmamba_core.data.video_rain import build_video_dataset
-            if 'still_roots' in options:
-                options = {**options, 'still_roots': [expand_path(p) for p in options['still_roots']]}
-            return build_video_dataset([expand_path(p) for p in clean], frames=d.frames, crop=crop,
-                                       train=train, **options)
-        return D.build_synthetic_dataset([expand_path(p) for p in clean], frames=d.frames,
-                                         crop=crop, train=train, **options)
-
-    train_set = make(d.kind, d.lq_root, d.gt_root, d.clean_roots, d.crop, d.options, True)
-    val_set = None
-    if d.val_kind:
-        crop = d.val_crop if d.val_crop is not None else (d.crop if d.val_kind in ('synthetic', 'video') else None)
-        val_set = make(d.val_kind, d.val_lq_root, d.val_gt_root, d.val_clean_roots, crop,
-                       d.val_options, False)
-    return train_set, val_set
-
-
-def collate_clips(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack the tensor entries of dataset items (lq, gt, masks ...); drop metadata."""
-    keys = [k for k, v in items[0].items() if isinstance(v, torch.Tensor)]
-    return {k: torch.stack([item[k] for item in items]) for k in keys}
-
-
-class Criterion:
-    """The ground-truth loss: weighted sum of Charbonnier, PSNR, perceptual and DCL terms.
-
-    Call: ``criterion(out, gt, lq, step) -> (total, {name: value})``, all ``(B, T, 3, H, W)``.
-    """
-
-    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
-        from rainmamba_core.train import losses as L
-        self.losses = L
-        self.cfg = cfg.loss
-        self.total_iters = cfg.train.iterations
-        self.terms: list[tuple[str, float, Callable[..., torch.Tensor]]] = []
-        if cfg.loss.charbonnier > 0:
-            self.terms.append(('charbonnier', cfg.loss.charbonnier,
-                               lambda out, gt, lq, step: L.charbonnier_loss(out, gt)))
-        if cfg.loss.psnr > 0:
-            psnr_kw = dict(cfg.loss.options.get('psnr', {}))  # e.g. {'eps': 1e-6}: a 60 dB ceiling
-            self.terms.append(('psnr', cfg.loss.psnr,
-                               lambda out, gt, lq, step, kw=psnr_kw: L.psnr_loss(out, gt, **kw)))
-        if cfg.loss.perceptual > 0:
-            module = L.build_perceptual_loss(
-                expand_path(cfg.loss.vgg16_path) if cfg.loss.vgg16_path else None,
-                **cfg.loss.options.get('perceptual', {})).to(device)
-            self.terms.append(('perceptual', cfg.loss.perceptual,
-                               lambda out, gt, lq, step, m=module: m(out, gt)))
-        if cfg.loss.dcl > 0:
-            module = L.build_dcl_loss(
-                expand_path(cfg.loss.vgg19_path) if cfg.loss.vgg19_path else None,
-                total_iters=self.total_iters, **cfg.loss.options.get('dcl', {})).to(device)
-            self.terms.append(('dcl', cfg.loss.dcl,
-                               lambda out, gt, lq, step, m=module: m(out, gt, lq, step=step)))
-
-    def __call__(self, out: torch.Tensor, gt: torch.Tensor, lq: torch.Tensor, step: int
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        parts = {name: fn(out, gt, lq, step) for name, _, fn in self.terms}
-        total = sum(weight * parts[name] for name, weight, _ in self.terms)
-        return total, parts  # type: ignore[return-value]
-
-
-def psnr_clip(out: torch.Tensor, gt: torch.Tensor) -> float:
-    """Mean PSNR (dB) over frames of (T, 3, H, W) clips in [0, 1], by the authors' convention
-    (quantised to 0-255 like their ``tensor2img``, RGB, no border crop; eval.metrics)."""
-    from rainmamba_core.eval.metrics import psnr, to_uint8
-    values = [psnr(to_uint8(out[t]), to_uint8(gt[t])) for t in range(out.shape[0])]
-    return float(sum(values) / len(values))
-
-
-class PSNRValidation:
-    """Hook: PSNR of the model and of the rainy input on a fixed held-out set (rank 0 only).
-
-    Args:
-        dataset: items with ``lq``/``gt`` of shape (T, 3, H, W).
-        clips: how many items to score (indices 0..clips-1, each with a fixed seed).
-        seed: base of the per-clip seeds (kept apart from the training stream's seeds).
-    """
-
-    def __init__(self, dataset: Dataset, clips: int, seed: int) -> None:
-        self.dataset = SeededDataset(dataset)
-        n = len(dataset)  # type: ignore[arg-type]
-        self.items = [(i % n, sample_seed(seed ^ 0x5EEDBA11, i)) for i in range(min(clips, n) if n else 0)]
-
-    @torch.no_grad()
-    def __call__(self, trainer: 'Trainer', step: int) -> dict[str, float] | None:
-        if not trainer.dist.is_main or not self.items:
-            return None
-        model = trainer.raw_model
-        was_training = model.training
-        model.eval()
-        psnr_out, psnr_in = [], []
-        for item in self.items:
-            sample = self.dataset[item]
-            lq = sample['lq'].unsqueeze(0).to(trainer.device)
-            with trainer.autocast():
-                out = model(lq).float()
-            psnr_out.append(psnr_clip(out[0], sample['gt']))
-            psnr_in.append(psnr_clip(sample['lq'], sample['gt']))
-        model.train(was_training)
-        result = {'val_psnr': sum(psnr_out) / len(psnr_out), 'val_psnr_input': sum(psnr_in) / len(psnr_in)}
-        result['val_gain_db'] = result['val_psnr'] - result['val_psnr_input']
-        return result
-
-
-# --------------------------------------------------------------------------------------------
-# Logging helpers.
-
-
-def state_hash(model: nn.Module) -> str:
-    """SHA-256 of a model's state_dict (names, dtypes, shapes and bytes), for replica checks."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f'{name}:{t.dtype}:{tuple(t.shape)};'.encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
-    return digest.hexdigest()
-
-
-class CsvLog:
-    """Append-only CSV with a header fixed by the first row; rows past `truncate_after` dropped."""
-
-    def __init__(self, path: Path, truncate_after: int | None = None) -> None:
-        self.path = path
-        self.fields: list[str] | None = None
-        if path.exists():
-            with path.open(newline='') as fh:
-                rows = list(csv.DictReader(fh))
-                self.fields = list(rows[0].keys()) if rows else None
-            if truncate_after is not None and rows and self.fields:
-                # Rows logged after the checkpoint we resume from belong to the lost future.
-                kept = [r for r in rows if int(float(r['step'])) <= truncate_after]
-                with path.open('w', newline='') as fh:
-                    writer = csv.DictWriter(fh, fieldnames=self.fields)
-                    writer.writeheader()
-                    writer.writerows(kept)
-
-    def write(self, row: dict[str, Any]) -> None:
-        new = self.fields is None
-        if new:
-            self.fields = list(row.keys())
-        with self.path.open('a', newline='') as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.fields, extrasaction='ignore')
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-
-
-_TB_WARNED = False
-
-
-def open_tensorboard(run_dir: Path) -> Any:
-    """A SummaryWriter on ``run_dir/tb``, or None (warned once per process) without tensorboard."""
-    global _TB_WARNED
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        if _TB_WARNED:
-            return None
-        _TB_WARNED = True
-        log.warning('tensorboard is not installed: TensorBoard logging is off (CSV logs still '
-                    'written); `pip install tensorboard` to enable it')
-        return None
-    return SummaryWriter(str(run_dir / 'tb'))
-
-
-# --------------------------------------------------------------------------------------------
 
 
 class _StopFlag:

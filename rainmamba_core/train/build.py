@@ -1,0 +1,146 @@
+"""What a training run is built from its config: model, teacher, datasets, batches, loss."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+from .config import TrainConfig
+from .errors import TrainError
+
+log = logging.getLogger(__name__)
+
+
+def expand_path(text: str) -> str:
+    """Expand ``~``, ``$VAR`` and ``${VAR:-default}`` in a config path."""
+    def repl(match: re.Match[str]) -> str:
+        return os.environ.get(match.group(1)) or (match.group(2) or '')
+    text = re.sub(r'\$\{(\w+):-([^}]*)\}', repl, text)
+    return os.path.expanduser(os.path.expandvars(text))
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """The student network from ``cfg.model`` (preset + overrides, optional initial weights)."""
+    from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
+    overrides = dict(cfg.model.overrides)
+    overrides['causal'] = cfg.model.causal
+    preset = RainMambaConfig.tiny if cfg.model.preset == 'tiny' else RainMambaConfig.official
+    try:
+        model_cfg = preset(**overrides)
+    except TypeError as exc:
+        valid = ', '.join(f.name for f in dataclasses.fields(RainMambaConfig))
+        raise TrainError(f'model.overrides {sorted(cfg.model.overrides)}: {exc}; valid keys: {valid}'
+                         ) from None
+    model = RainMamba(model_cfg)
+    if cfg.model.init_from:
+        source = RainMamba.from_checkpoint(expand_path(cfg.model.init_from))
+        weights = source.state_dict()
+        if model.detail is not None and source.detail is None:
+            # Growing a trained model by the detail head: everything else must still match exactly.
+            fresh = {k: v for k, v in model.state_dict().items() if k.startswith('detail.')}
+            weights.update(fresh)
+            log.info('model.init_from %s has no detail head: adding a fresh one (%d parameters, zero output '
+                     'at the start)', cfg.model.init_from, sum(v.numel() for v in fresh.values()))
+        model.load_state_dict_strict(weights, source=cfg.model.init_from)
+    return model
+
+
+def build_teacher(cfg: TrainConfig, device: torch.device) -> nn.Module | None:
+    """The frozen distillation teacher (eval mode, no gradients), or None."""
+    if not cfg.distill.teacher:
+        return None
+    from rainmamba_core.models.rainmamba import RainMamba
+    path = expand_path(cfg.distill.teacher)
+    if not Path(path).is_file():
+        raise TrainError(f'distill.teacher={path}: no such checkpoint; give a RainMamba checkpoint '
+                         '(ours or the authors\') or set distill.teacher=null')
+    teacher = RainMamba.from_checkpoint(path).to(device).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
+    """(train, validation or None) datasets from ``cfg.data`` via ``rainmamba_core.data``."""
+    from rainmamba_core.data import datasets as D
+    d = cfg.data
+
+    def make(kind: str, lq: str | None, gt: str | None, clean: list[str], crop: int | None,
+             options: dict[str, Any], train: bool) -> Dataset:
+        if kind == 'paired':
+            if not (lq and gt):
+                raise TrainError('a paired dataset needs lq and gt roots (data.lq_root/gt_root or '
+                                 'data.val_lq_root/val_gt_root)')
+            return D.build_paired_dataset(expand_path(lq), expand_path(gt), frames=d.frames,
+                                          crop=crop, train=train, **options)
+        if not clean:
+            raise TrainError(f'a {kind} dataset needs clean frame folders (data.clean_roots or '
+                             'data.val_clean_roots)')
+        if kind == 'video':
+            from rainmamba_core.data.video_rain import build_video_dataset
+            if 'still_roots' in options:
+                options = {**options, 'still_roots': [expand_path(p) for p in options['still_roots']]}
+            return build_video_dataset([expand_path(p) for p in clean], frames=d.frames, crop=crop,
+                                       train=train, **options)
+        return D.build_synthetic_dataset([expand_path(p) for p in clean], frames=d.frames,
+                                         crop=crop, train=train, **options)
+
+    train_set = make(d.kind, d.lq_root, d.gt_root, d.clean_roots, d.crop, d.options, True)
+    val_set = None
+    if d.val_kind:
+        crop = d.val_crop if d.val_crop is not None else (d.crop if d.val_kind in ('synthetic', 'video') else None)
+        val_set = make(d.val_kind, d.val_lq_root, d.val_gt_root, d.val_clean_roots, crop,
+                       d.val_options, False)
+    return train_set, val_set
+
+
+def collate_clips(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack the tensor entries of dataset items (lq, gt, masks ...); drop metadata."""
+    keys = [k for k, v in items[0].items() if isinstance(v, torch.Tensor)]
+    return {k: torch.stack([item[k] for item in items]) for k in keys}
+
+
+class Criterion:
+    """The ground-truth loss: weighted sum of Charbonnier, PSNR, perceptual and DCL terms.
+
+    Call: ``criterion(out, gt, lq, step) -> (total, {name: value})``, all ``(B, T, 3, H, W)``.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
+        from rainmamba_core.train import losses as L
+        self.losses = L
+        self.cfg = cfg.loss
+        self.total_iters = cfg.train.iterations
+        self.terms: list[tuple[str, float, Callable[..., torch.Tensor]]] = []
+        if cfg.loss.charbonnier > 0:
+            self.terms.append(('charbonnier', cfg.loss.charbonnier,
+                               lambda out, gt, lq, step: L.charbonnier_loss(out, gt)))
+        if cfg.loss.psnr > 0:
+            psnr_kw = dict(cfg.loss.options.get('psnr', {}))  # e.g. {'eps': 1e-6}: a 60 dB ceiling
+            self.terms.append(('psnr', cfg.loss.psnr,
+                               lambda out, gt, lq, step, kw=psnr_kw: L.psnr_loss(out, gt, **kw)))
+        if cfg.loss.perceptual > 0:
+            module = L.build_perceptual_loss(
+                expand_path(cfg.loss.vgg16_path) if cfg.loss.vgg16_path else None,
+                **cfg.loss.options.get('perceptual', {})).to(device)
+            self.terms.append(('perceptual', cfg.loss.perceptual,
+                               lambda out, gt, lq, step, m=module: m(out, gt)))
+        if cfg.loss.dcl > 0:
+            module = L.build_dcl_loss(
+                expand_path(cfg.loss.vgg19_path) if cfg.loss.vgg19_path else None,
+                total_iters=self.total_iters, **cfg.loss.options.get('dcl', {})).to(device)
+            self.terms.append(('dcl', cfg.loss.dcl,
+                               lambda out, gt, lq, step, m=module: m(out, gt, lq, step=step)))
+
+    def __call__(self, out: torch.Tensor, gt: torch.Tensor, lq: torch.Tensor, step: int
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = {name: fn(out, gt, lq, step) for name, _, fn in self.terms}
+        total = sum(weight * parts[name] for name, weight, _ in self.terms)
+        return total, parts  # type: ignore[return-value]
