@@ -23,100 +23,59 @@ images lost on the way are detected through their camera_info (`images_missing`,
 """
 from __future__ import annotations
 
-import copy
 import logging
-import math
-import os
-import signal
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpHandle, JumpThreshold, TimeJump
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool, Trigger
 
 from rainmamba_core.errors import RainMambaError
 from rainmamba_core.streaming.timeline import StampTimeline
+from rainmamba_ros.cameras import Camera, Received, camera_info_for, camera_report, derain_batch
 from rainmamba_ros.conversions import (
     ImageConversionError,
-    as_msg_data,
     check_image,
     compressed_source_encoding,
     compressed_to_rgb,
     conversion_backend,
     extract_alpha,
     image_to_rgb,
-    rgb_to_image_fields,
 )
 from rainmamba_ros.latest import LatestFrames
+from rainmamba_ros.node_logging import RosLogHandler, quiet_opencv
+from rainmamba_ros.node_messages import (
+    derained_topics,
+    diagnostic_status,
+    image_message,
+    join_topic,
+    parameter_descriptor,
+    qos_profile,
+    stamp_ns,
+)
 from rainmamba_ros.params import (
     DERAINER_KEYS,
     PARAMS,
     SPECS,
     ParameterError,
-    ParamSpec,
     derainer_kwargs,
     validate_all,
     validate_one,
 )
-from rainmamba_ros.stats import CameraStats, InputLossMonitor, assess
+from rainmamba_ros.stats import CameraStats
+from rainmamba_ros.transport import PROFILE_HINT, shipped_transport_profile
 
-_LEVELS = {'OK': DiagnosticStatus.OK, 'WARN': DiagnosticStatus.WARN,
-           'ERROR': DiagnosticStatus.ERROR, 'STALE': DiagnosticStatus.STALE}
-
-TRANSPORT_PROFILE = 'fastdds_large_images.xml'
-PROFILE_VARS = ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')
-_PROFILE_HINT = ('$(ros2 pkg prefix rainmamba_ros)/share/rainmamba_ros/config/'
-                 + TRANSPORT_PROFILE)
-
-
-def shipped_transport_profile() -> Path | None:
-    """The package's Fast DDS profile for large images: installed share/ or the source tree."""
-    candidates = [Path(__file__).resolve().parents[1] / 'config' / TRANSPORT_PROFILE,
-                  Path(sys.prefix) / 'share' / 'rainmamba_ros' / 'config' / TRANSPORT_PROFILE]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.insert(0, Path(get_package_share_directory('rainmamba_ros')) / 'config'
-                          / TRANSPORT_PROFILE)
-    except Exception:  # no ament index (pip install): the other places
-        pass
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def apply_transport_profile(environ: Any = os.environ) -> str:
-    """Give this process's Fast DDS participants the shipped large-image profile, unless the
-    user chose a profile (either variable set, even empty) or another RMW. Call before
-    rclpy.init. Returns one line saying what was chosen, for the log."""
-    rmw = environ.get('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')  # the ROS 2 default RMW
-    if not rmw.startswith('rmw_fastrtps'):
-        return f'transport: {rmw} (the Fast DDS profile for large images does not apply)'
-    for var in PROFILE_VARS:
-        if var in environ:
-            return f'transport: Fast DDS profile from {var}={environ[var]!r}'
-    path = shipped_transport_profile()
-    if path is None:
-        return (f'transport: Fast DDS defaults ({TRANSPORT_PROFILE} not found): images above '
-                '512 KiB may not reach other processes')
-    environ['FASTDDS_DEFAULT_PROFILES_FILE'] = str(path)
-    return (f'transport: Fast DDS profile {path} (16 MiB shared memory) for this node, so its '
-            'large output reaches other processes; the camera driver needs it too: export '
-            f'FASTDDS_DEFAULT_PROFILES_FILE={path} before starting it')
+__all__ = ['DerainNode', 'DerainNodeError', 'main', 'derained_topics', 'image_message']
 
 
 class DerainNodeError(RainMambaError, RuntimeError):
@@ -129,115 +88,6 @@ class DerainNodeError(RainMambaError, RuntimeError):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def _join(cam: str, leaf: str) -> str:
-    return f'{cam}/{leaf}' if cam else leaf
-
-
-def derained_topics(input_topic: str) -> tuple[str, str]:
-    """(image, camera_info) output topics beside a resolved input topic.
-
-    /front/image_raw -> /front/derained/image; /front/image_raw/compressed -> the same;
-    /image -> /derained/image.
-    """
-    base = input_topic[:-len('/compressed')] if input_topic.endswith('/compressed') else input_topic
-    parent = base.rsplit('/', 1)[0]
-    return f'{parent}/derained/image', f'{parent}/derained/camera_info'
-
-
-def _quiet_opencv() -> None:
-    """Silence OpenCV's own log (below FATAL) in the node's process.
-
-    OpenCV prints an unthrottled `[ERROR:0@...] grfmt_png.cpp ...` line for every undecodable
-    compressed frame; the node already reports each one itself (rejected.decode, logged at most
-    once per error_throttle_s). libjpeg's "Corrupt JPEG data" warnings bypass OpenCV's log and
-    still reach stderr.
-    """
-    import cv2
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
-    except AttributeError:  # an OpenCV build without utils.logging: its log stays as it is
-        pass
-
-
-def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def image_message(src: Any, rgb: Any, encoding: str, alpha: Any) -> Image:
-    """A sensor_msgs/Image of `rgb` ((H, W, 3) uint8) in `encoding`, with `src`'s header."""
-    flat, step = rgb_to_image_fields(rgb, encoding, alpha)
-    out = Image()
-    out.header = src.header
-    out.height, out.width = int(rgb.shape[0]), int(rgb.shape[1])
-    out.encoding = encoding
-    out.is_bigendian = 0  # 8-bit encodings only: byte order is irrelevant
-    out.step = step
-    out.data = as_msg_data(flat)
-    return out
-
-
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    change = {'live': 'changeable at run time',
-              'reload': 'changeable at run time (rebuilds the model; refused if it fails)',
-              'restart': 'read-only after start'}[spec.change]
-    desc = ParameterDescriptor(description=f'{spec.description} [{change}]',
-                               read_only=spec.change == 'restart')
-    if spec.choices:
-        desc.additional_constraints = f"one of: {', '.join(spec.choices)}"
-    if spec.int_range:
-        desc.integer_range = [IntegerRange(from_value=spec.int_range[0],
-                                           to_value=spec.int_range[1], step=1)]
-    if spec.float_range:
-        desc.floating_point_range = [FloatingPointRange(from_value=spec.float_range[0],
-                                                        to_value=spec.float_range[1], step=0.0)]
-    return desc
-
-
-@dataclass
-class _Camera:
-    """Topics, publishers and bookkeeping of one camera namespace."""
-
-    name: str
-    stream_id: str                    # resolved (remapped) input topic: unique per camera
-    stats: CameraStats
-    timeline: StampTimeline           # stamps of the frames received (callback thread only)
-    breaks_applied: int = 0           # timeline breaks already turned into resets (worker only)
-    pub_image: Any = None
-    pub_info: Any = None
-    infos: deque = field(default_factory=lambda: deque(maxlen=16))
-    reported: dict = field(default_factory=dict)   # counters at the previous diagnostics report
-    loss: InputLossMonitor = field(default_factory=InputLossMonitor)
-    reported_missing: int = 0                      # images_missing at the previous report
-
-
-class _Received(NamedTuple):
-    """One camera frame waiting in the keep-latest mailbox."""
-
-    cam: _Camera
-    msg: Any
-    t_in: float                       # monotonic time of reception
-    breaks: int = -1                  # the camera's timeline breaks up to this frame (-1: unknown)
-    reason: str = ''                  # reason and detail of the latest of them
-    detail: str = ''
-
-
-class _RosLogHandler(logging.Handler):
-    """Forward Python `logging` from rainmamba_core (e.g. Derainer resets) to the node logger."""
-
-    def __init__(self, node: Node) -> None:
-        super().__init__(logging.INFO)
-        self._logger = node.get_logger()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = f'[{record.name}] {record.getMessage()}'
-        if record.levelno >= logging.ERROR:
-            self._logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            self._logger.warning(text)
-        else:
-            self._logger.info(text)
 
 
 class DerainNode(Node):
@@ -255,14 +105,14 @@ class DerainNode(Node):
                  **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._ready = False
-        self._log_handler = _RosLogHandler(self)
+        self._log_handler = RosLogHandler(self)
         for name in ('rainmamba_core', 'rainmamba_ros'):
             logging.getLogger(name).addHandler(self._log_handler)
             logging.getLogger(name).setLevel(logging.INFO)
-        _quiet_opencv()
+        quiet_opencv()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         for spec in PARAMS:
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            self.declare_parameter(spec.name, spec.default, parameter_descriptor(spec))
         self._cfg: dict[str, Any] = {p.name: self.get_parameter(p.name).value for p in PARAMS}
         try:
             validate_all(self._cfg)
@@ -277,10 +127,10 @@ class DerainNode(Node):
 
         self._io_group = MutuallyExclusiveCallbackGroup()    # subscriptions: store only
         self._ctl_group = MutuallyExclusiveCallbackGroup()   # services, timers
-        self._slots: LatestFrames[tuple[_Camera, Any, float]] = LatestFrames()
-        self._cameras: list[_Camera] = []
+        self._slots: LatestFrames[tuple[Camera, Any, float]] = LatestFrames()
+        self._cameras: list[Camera] = []
         self._compressed = self._cfg['input_transport'] == 'compressed'
-        profile = shipped_transport_profile() or _PROFILE_HINT
+        profile = shipped_transport_profile() or PROFILE_HINT
         self._loss_fix = (f'export FASTDDS_DEFAULT_PROFILES_FILE={profile} for the camera driver '
                           '(large best-effort images are dropped by Fast DDS defaults), or check '
                           'that the image topic is remapped like camera_info')
@@ -313,7 +163,7 @@ class DerainNode(Node):
 
     # ------------------------------------------------------------------ seams (benchmarks, embedding)
     @property
-    def cameras(self) -> tuple[_Camera, ...]:
+    def cameras(self) -> tuple[Camera, ...]:
         """The configured cameras, in `cameras` order."""
         return tuple(self._cameras)
 
@@ -324,7 +174,7 @@ class DerainNode(Node):
         if self._worker.is_alive():
             self._worker.join(timeout=3.0)
 
-    def take_received(self, timeout: float | None = 0.0) -> dict[str, _Received]:
+    def take_received(self, timeout: float | None = 0.0) -> dict[str, Received]:
         """The newest received frame of every camera (by stream id), emptying the mailbox."""
         return self._slots.take_all(timeout=timeout)
 
@@ -339,17 +189,12 @@ class DerainNode(Node):
             raise DerainNodeError(f'could not build the Derainer ({shown}): '
                                   f'{type(exc).__name__}: {exc}') from exc
 
-    def _qos(self, reliability: str, depth: int) -> QoSProfile:
-        rel = (ReliabilityPolicy.BEST_EFFORT if reliability == 'best_effort'
-               else ReliabilityPolicy.RELIABLE)
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=rel)
-
     def _setup_cameras(self) -> None:
-        qos_in = self._qos(self._cfg['input_reliability'], self._cfg['input_depth'])
-        qos_out = self._qos(self._cfg['output_reliability'], self._cfg['output_depth'])
+        qos_in = qos_profile(self._cfg['input_reliability'], self._cfg['input_depth'])
+        qos_out = qos_profile(self._cfg['output_reliability'], self._cfg['output_depth'])
         for name in self._cfg['cameras']:
-            topic = _join(name, 'image/compressed' if self._compressed else 'image')
-            cam = _Camera(name=name, stream_id=self.resolve_topic_name(topic),
+            topic = join_topic(name, 'image/compressed' if self._compressed else 'image')
+            cam = Camera(name=name, stream_id=self.resolve_topic_name(topic),
                           stats=CameraStats(),
                           timeline=StampTimeline(int(self._cfg['gap_reset_s'] * 1e9)))
             # Beside the input whatever the remap, so two cameras never collide (remap the
@@ -364,7 +209,7 @@ class DerainNode(Node):
             msg_type = CompressedImage if self._compressed else Image
             self.create_subscription(msg_type, topic, lambda m, c=cam: self.on_image(c, m),
                                      qos_in, callback_group=self._io_group)
-            self.create_subscription(CameraInfo, _join(name, 'camera_info'),
+            self.create_subscription(CameraInfo, join_topic(name, 'camera_info'),
                                      lambda m, c=cam: self._on_info(c, m), qos_in,
                                      callback_group=self._io_group)
             self._cameras.append(cam)
@@ -464,20 +309,20 @@ class DerainNode(Node):
     # ------------------------------------------------------------------ data path
     # rclpy throttles per call site, so rejections and inference failures log from separate
     # lines and a storm of one never hides the other.
-    def _reject(self, cam: _Camera, exc: ImageConversionError, received: bool = True) -> None:
+    def _reject(self, cam: Camera, exc: ImageConversionError, received: bool = True) -> None:
         """received: count the message as received too (False in the worker: the callback has)."""
         cam.stats.on_reject(exc.kind, str(exc), received=received)
         self.get_logger().error(f'{cam.stream_id}: rejected message: {exc}',
                                 throttle_duration_sec=self._cfg['error_throttle_s'])
 
-    def _on_info(self, cam: _Camera, msg: CameraInfo) -> None:
+    def _on_info(self, cam: Camera, msg: CameraInfo) -> None:
         cam.infos.append(msg)
-        cam.loss.on_info(_stamp_ns(msg.header))
+        cam.loss.on_info(stamp_ns(msg.header))
 
-    def on_image(self, cam: _Camera, msg: Any) -> None:
+    def on_image(self, cam: Camera, msg: Any) -> None:
         """Subscription callback: validate geometry only (O(1)) and keep the newest frame."""
         try:
-            cam.loss.on_image(_stamp_ns(msg.header))   # it arrived, whatever follows
+            cam.loss.on_image(stamp_ns(msg.header))   # it arrived, whatever follows
         except Exception:  # a header that does not read: rejected below
             pass
         try:
@@ -499,8 +344,8 @@ class DerainNode(Node):
         # Gaps are judged here, between frames the camera sent: the worker skips frames under
         # keep-latest, and a slow model must not look like a stopped camera.
         tl = cam.timeline
-        tl.observe(_stamp_ns(msg.header))
-        item = _Received(cam, msg, time.monotonic(), tl.breaks, tl.reason, tl.detail)
+        tl.observe(stamp_ns(msg.header))
+        item = Received(cam, msg, time.monotonic(), tl.breaks, tl.reason, tl.detail)
         if self._slots.put(cam.stream_id, item):
             cam.stats.on_drop()
 
@@ -522,11 +367,11 @@ class DerainNode(Node):
                 self.get_logger().error(f'worker: unexpected {type(exc).__name__}: {exc}',
                                         throttle_duration_sec=self._cfg['error_throttle_s'])
 
-    def _process(self, pending: list[tuple[_Camera, Any, float]]) -> None:
+    def _process(self, pending: list[tuple[Camera, Any, float]]) -> None:
         enabled = self._cfg['enabled']
-        frames: list[tuple[_Camera, Any, float, Any, str, Any]] = []
+        frames: list[tuple[Camera, Any, float, Any, str, Any]] = []
         for item in pending:
-            cam, msg, t_in, breaks, reason, detail = _Received(*item)
+            cam, msg, t_in, breaks, reason, detail = Received(*item)
             if breaks > cam.breaks_applied:  # the camera's timeline broke before this frame
                 cam.breaks_applied = breaks
                 with self._derainer_lock:
@@ -556,22 +401,9 @@ class DerainNode(Node):
         # No stamps: the stamp rules were applied above, on the frames received (the Derainer's
         # own rule would compare processed frames, which keep-latest spaces by inference time).
         items = [(c.stream_id, rgb, None) for c, m, _, rgb, _, _ in frames]
-        results: list[tuple[Any, Exception | None]]
         with self._derainer_lock:
             t0 = time.perf_counter()
-            try:
-                outs = self._derainer.process_batch(items)
-                results = [(o, None) for o in outs]
-            except Exception as batch_exc:
-                if len(items) == 1:
-                    results = [(None, batch_exc)]
-                else:  # find which stream failed: retry one by one
-                    results = []
-                    for item in items:
-                        try:
-                            results.append((self._derainer.process_batch([item])[0], None))
-                        except Exception as exc:
-                            results.append((None, exc))
+            results = derain_batch(self._derainer, items)
             infer_ms = (time.perf_counter() - t0) * 1e3
         for (cam, msg, t_in, rgb, encoding, alpha), (out, exc) in zip(frames, results):
             if exc is None:
@@ -579,7 +411,7 @@ class DerainNode(Node):
             else:
                 self._inference_failed(cam, msg, t_in, rgb, encoding, alpha, exc)
 
-    def _inference_failed(self, cam: _Camera, msg: Any, t_in: float, rgb: Any, encoding: str,
+    def _inference_failed(self, cam: Camera, msg: Any, t_in: float, rgb: Any, encoding: str,
                           alpha: Any, exc: Exception) -> None:
         with self._derainer_lock:
             try:
@@ -598,25 +430,13 @@ class DerainNode(Node):
             out = msg if not self._compressed else image_message(msg, rgb, encoding, alpha)
             self.publish(cam, msg, t_in, None, out, passthrough=True)
 
-    def _camera_info_for(self, cam: _Camera, header: Any) -> CameraInfo | None:
-        """The camera_info with the image's stamp, else the newest one re-stamped."""
-        infos = list(cam.infos)
-        for info in reversed(infos):
-            if info.header.stamp == header.stamp:
-                return info
-        if not infos:
-            return None
-        info = copy.copy(infos[-1])
-        info.header = header
-        return info
-
-    def publish(self, cam: _Camera, src: Any, t_in: float, infer_ms: float | None,
+    def publish(self, cam: Camera, src: Any, t_in: float, infer_ms: float | None,
                  out: Image, passthrough: bool = False) -> None:
         cam.pub_image.publish(out)
-        info = self._camera_info_for(cam, src.header)
+        info = camera_info_for(cam, src.header)
         if info is not None:
             cam.pub_info.publish(info)
-        stamp = _stamp_ns(src.header)
+        stamp = stamp_ns(src.header)
         if stamp > 0:
             latency_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6
         else:  # unstamped driver: measure from reception instead
@@ -641,36 +461,14 @@ class DerainNode(Node):
         resets = self.resets()
         statuses = []
         for cam in self._cameras:
-            snap = cam.stats.snapshot()
-            errors = int(snap['inference_errors']) - int(cam.reported.get('inference_errors', 0))
-            rejected = int(snap['rejected']) - int(cam.reported.get('rejected', 0))
-            cam.reported = snap
-            missing = cam.loss.missing()
-            missing_new, cam.reported_missing = missing - cam.reported_missing, missing
-            fix = self._loss_fix
+            level, message, values, missing_new = camera_report(
+                cam, resets, self._cfg, self._derainer.backend_name, self._derainer.device, self._loss_fix)
             if missing_new:
                 self.get_logger().warning(
-                    f'{cam.stream_id}: {missing} images never arrived although their '
-                    f'camera_info did: {fix}', throttle_duration_sec=60.0)
-            level, message = assess(snap, self._cfg['latency_warn_ms'],
-                                    self._cfg['rate_warn_ratio'], self._cfg['enabled'],
-                                    errors_since_last=errors, rejected_since_last=rejected,
-                                    missing_since_last=missing_new, loss_fix=fix)
-            values = dict(snap)
-            values.update(camera_info_received=cam.loss.infos, images_missing=missing)
-            values.update({f'resets.{k}': v for k, v in sorted(resets.items())})
-            values['resets_total'] = sum(v for k, v in resets.items()
-                                         if not k.startswith('node.'))
-            values.update(enabled=self._cfg['enabled'], mode=self._cfg['mode'],
-                          backend=self._derainer.backend_name, device=self._derainer.device,
-                          input_topic=cam.stream_id)
-            status = DiagnosticStatus()
-            status.level = _LEVELS[level]
-            status.name = f'{self.get_name()}: {cam.stream_id}'
-            status.message = message
-            status.hardware_id = cam.stream_id
-            status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
-            statuses.append(status)
+                    f'{cam.stream_id}: {values["images_missing"]} images never arrived although their '
+                    f'camera_info did: {self._loss_fix}', throttle_duration_sec=60.0)
+            statuses.append(diagnostic_status(f'{self.get_name()}: {cam.stream_id}', cam.stream_id,
+                                              level, message, values))
         return statuses
 
     def _publish_diagnostics(self) -> None:
@@ -692,67 +490,10 @@ class DerainNode(Node):
         super().destroy_node()
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    if isinstance(value, float):
-        return 'nan' if math.isnan(value) else f'{value:.3f}'
-    return str(value)
-
-
-def check_params_files(argv: list[str]) -> None:
-    """Refuse a `--params-file` that names no file, with the path as the node would open it.
-
-    Raises:
-        DerainNodeError: (exit code 2) naming the file and the working directory.
-    """
-    for flag, value in zip(argv, argv[1:]):
-        if flag == '--params-file' and not Path(value).is_file():
-            where = '' if Path(value).is_absolute() else f' (relative to {Path.cwd()})'
-            raise DerainNodeError(f'--params-file {value}: no such file{where}; give the path '
-                                  'of a YAML file of derain_node parameters, e.g. the package\'s '
-                                  'config/derain.yaml', exit_code=2)
-
-
 def main(args: list[str] | None = None) -> int:
-    """Console script `derain_node`: spin a DerainNode on a MultiThreadedExecutor."""
-    try:
-        check_params_files(list(sys.argv if args is None else args))
-        transport = apply_transport_profile()   # before rclpy.init creates the participant
-        rclpy.init(args=args)
-    except DerainNodeError as exc:
-        rclpy.logging.get_logger('derain_node').fatal(str(exc))
-        return exc.exit_code
-    except _rclpy_impl.RCLError as exc:  # rcl refused the command line (an unparsable file)
-        rclpy.logging.get_logger('derain_node').fatal(f'invalid command line: {exc}')
-        return 2
-    node: DerainNode | None = None
-    executor: MultiThreadedExecutor | None = None
-    code = 0
-    try:
-        node = DerainNode()
-        node.get_logger().info(transport)
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except DerainNodeError as exc:
-        rclpy.logging.get_logger('derain_node').fatal(str(exc))
-        code = exc.exit_code
-    except rclpy.exceptions.ParameterException as exc:  # YAML/CLI values refused at declare
-        rclpy.logging.get_logger('derain_node').fatal(f'invalid parameter: {exc}')
-        code = 2
-    finally:
-        # `ros2 launch` forwards SIGINT and the terminal sends its own: a second one must not
-        # interrupt the clean-up half-way (launch escalates to SIGTERM after 5 s anyway).
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if executor is not None:
-            executor.shutdown(timeout_sec=2.0)
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    """Console script `derain_node`: the start-up and shutdown live in node_main."""
+    from rainmamba_ros.node_main import main as run_node  # imports this module: lazily
+    return run_node(args)
 
 
 if __name__ == '__main__':

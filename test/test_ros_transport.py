@@ -188,7 +188,7 @@ def test_input_loss_monitor_counts_images_whose_camera_info_came_alone() -> None
 
 
 def test_node_applies_the_shipped_profile_unless_one_is_chosen() -> None:
-    from rainmamba_ros.derain_node import PROFILE_VARS, apply_transport_profile
+    from rainmamba_ros.transport import PROFILE_VARS, apply_transport_profile
 
     env: dict[str, str] = {}
     line = apply_transport_profile(env)
