@@ -267,7 +267,7 @@ def test_readme_launch_command_names_the_topics_the_node_publishes(live: Callabl
 
 
 def test_derained_topics_beside_input() -> None:
-    from rainmamba_ros.derain_node import derained_topics
+    from rainmamba_ros.node_messages import derained_topics
     assert derained_topics('/front/image_raw') == ('/front/derained/image', '/front/derained/camera_info')
     assert derained_topics('/front/image_raw/compressed')[0] == '/front/derained/image'
     assert derained_topics('/image') == ('/derained/image', '/derained/camera_info')

@@ -5,16 +5,13 @@ import csv
 import hashlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
 from .sampling import SeededDataset, sample_seed
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +39,7 @@ class PSNRValidation:
         self.items = [(i % n, sample_seed(seed ^ 0x5EEDBA11, i)) for i in range(min(clips, n) if n else 0)]
 
     @torch.no_grad()
-    def __call__(self, trainer: 'Trainer', step: int) -> dict[str, float] | None:
+    def __call__(self, trainer: Any, step: int) -> dict[str, float] | None:
         if not trainer.dist.is_main or not self.items:
             return None
         model = trainer.raw_model

@@ -55,7 +55,8 @@ def bench_node_overhead(width: int = 640, height: int = 480, repeats: int = 200)
         image_to_rgb,
         rgb_to_image_fields,
     )
-    from rainmamba_ros.derain_node import DerainNode, image_message
+    from rainmamba_ros.node import DerainNode
+    from rainmamba_ros.node_messages import image_message
 
     rclpy.init(args=[])
     node = DerainNode()
