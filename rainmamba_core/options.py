@@ -84,6 +84,24 @@ def _type_name(value: Any) -> str:
     return 'string array' if isinstance(value, list) else type(value).__name__
 
 
+def check_value(name: str, value: Any, want: type, choices: tuple[Any, ...] | None = None,
+                bounds: tuple[float, float] | None = None, error: type[OptionError] = OptionError) -> None:
+    """Type (an int is a float too; a bool is not an int), choices and inclusive range of a setting.
+
+    Raises:
+        error: naming the setting, the value and what is allowed.
+    """
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise error(f'{name}={value!r} has type {_type_name(value)}, expected '
+                    f'{"string array" if want is list else want.__name__}')
+    if choices and value not in choices:
+        raise error(f"{name}='{value}' is not one of {', '.join(choices)}")
+    if bounds and not bounds[0] <= value <= bounds[1]:
+        raise error(f'{name}={value} is outside [{bounds[0]}, {bounds[1]}]')
+
+
 def check_option(name: str, value: Any) -> None:
     """Check one option on its own (type, choices, range, format); None means unset.
 
@@ -93,15 +111,7 @@ def check_option(name: str, value: Any) -> None:
     opt = OPTIONS[name]
     if value is None and opt.default is None:
         return
-    want = opt.type
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise OptionError(f'{name}={value!r} has type {_type_name(value)}, expected {want.__name__}')
-    if opt.choices and value not in opt.choices:
-        raise OptionError(f"{name}='{value}' is not one of {', '.join(opt.choices)}")
-    if opt.range and not opt.range[0] <= value <= opt.range[1]:
-        raise OptionError(f'{name}={value} is outside [{opt.range[0]}, {opt.range[1]}]')
+    check_value(name, value, opt.type, opt.choices, opt.range)
     if name == 'device' and not DEVICE_PATTERN.match(value):
         raise OptionError(f"device='{value}' is not auto, cpu, cuda or cuda:N")
     if name == 'model_path' and value and not value.endswith(('.pt', '.pth', '.onnx')):

@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from rainmamba_core import options
-from rainmamba_core.options import DERAINER_OPTIONS, OPTIONS, DerainerOption, OptionError, check_option, check_options
+from rainmamba_core.options import (
+    DERAINER_OPTIONS,
+    OPTIONS,
+    DerainerOption,
+    OptionError,
+    check_option,
+    check_options,
+    check_value,
+)
 
 
 class ParameterError(OptionError):
@@ -106,10 +114,6 @@ DERAINER_KEYS: tuple[str, ...] = tuple(OPTIONS)
 _NAMESPACE = re.compile(r'^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
 
 
-def _type_name(value: Any) -> str:
-    return 'string array' if isinstance(value, list) else type(value).__name__
-
-
 def validate_one(name: str, value: Any) -> None:
     """Check a single parameter on its own (type, choices, range, format).
 
@@ -125,17 +129,8 @@ def validate_one(name: str, value: Any) -> None:
         except OptionError as exc:
             raise ParameterError(str(exc)) from exc
         return
-    want = type(spec.default)
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise ParameterError(f'{name}={value!r} has type {_type_name(value)}, expected '
-                             f'{_type_name(spec.default)}')
-    if spec.choices and value not in spec.choices:
-        raise ParameterError(f"{name}='{value}' is not one of {', '.join(spec.choices)}")
-    for rng in (spec.int_range, spec.float_range):
-        if rng and not rng[0] <= value <= rng[1]:
-            raise ParameterError(f'{name}={value} is outside [{rng[0]}, {rng[1]}]')
+    check_value(name, value, type(spec.default), spec.choices, spec.int_range or spec.float_range,
+                error=ParameterError)
     if name == 'cameras':
         if not value:
             raise ParameterError("cameras is empty: give at least one namespace ('' = the "
