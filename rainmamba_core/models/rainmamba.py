@@ -27,7 +27,7 @@ from rainmamba_core.errors import RainMambaError
 from rainmamba_core.models.config import RainMambaConfig
 from rainmamba_core.modules.blocks import MambaLayer
 from rainmamba_core.modules.convnext import ConvNeXt, ProjectionHead
-from rainmamba_core.modules.temporal import causal_time_apply
+from rainmamba_core.modules.temporal import causal_time_apply, step_conv3d, step_conv_transpose3d
 from rainmamba_core.paths import DEFAULT_MODEL
 from rainmamba_core.safe_load import safe_load
 
@@ -130,7 +130,10 @@ class RainMamba(nn.Module):
     def _encode(self, clip: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) -> (B, T, C, H/4, W/4) fused multi-scale features."""
         batch, frames = clip.shape[:2]
-        feats = self.head(self.feat_extract(clip.flatten(0, 1)))
+        # Channels-last from the stem on: every LayerNorm and Linear of the encoder then works on
+        # contiguous (N, H, W, C) views, and its output reaches the Mamba layers' token layout
+        # (B, T*h*w, C) without a copy.
+        feats = self.head(self.feat_extract(clip.flatten(0, 1).contiguous(memory_format=torch.channels_last)))
         size = feats[0].shape[-2:]
         f = feats[0]
         for g in feats[1:]:
@@ -141,17 +144,28 @@ class RainMamba(nn.Module):
 
     def _decode(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """(B, C, T, h, w) features, (B, T, 3, 4h, 4w) padded input -> (B, T, 3, 4h, 4w); per frame."""
-        x = self.conv_before_upsample1(x)
-        x = self.upsample1(x.transpose(1, 2)).transpose(1, 2)
-        x = self.conv_before_upsample2(x)
-        x = self.upsample2(x.transpose(1, 2)).transpose(1, 2)
-        out = self.conv_last(x).transpose(1, 2)
+        # The (1, 3, 3) conv3ds are per-frame 2D convs: run them as conv2d on (B*T, C, h, w), which
+        # is a view for T = 1 (and keeps oneDNN's 2D kernels and channels-last layouts).
+        batch, _, count = x.shape[:3]
+        x = x.transpose(1, 2).flatten(0, 1)  # (B*T, C, h, w)
+
+        def conv2d(conv: nn.Conv3d, v: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(v, conv.weight[:, :, 0], conv.bias, padding=1)
+
+        x = self.upsample1(conv2d(self.conv_before_upsample1, x))
+        x = self.upsample2(conv2d(self.conv_before_upsample2, x))
+        out = conv2d(self.conv_last, x).view(batch, count, 3, *x.shape[-2:])
         if self.detail is not None:
-            out = out + self.detail(x.transpose(1, 2), frames)
+            out = out + self.detail(x.view(batch, count, *x.shape[1:]), frames)
         return out
 
     def _down(self, x: torch.Tensor, causal: bool, cache, want_cache: bool):
         """(B, T, C, h, w) -> (B, T, 2C, h/2, w/2)."""
+        if causal and x.shape[1] == 1:  # one frame: stacked 2D conv, channels-last (modules/temporal.py)
+            conv = self.conv1
+            cache = cache if cache is not None else x.new_zeros(x.shape[0], x.shape[2], 2, *x.shape[-2:])
+            y, new = step_conv3d(x[:, 0].permute(0, 2, 3, 1), cache, conv.weight, conv.bias, stride=2, padding=1)
+            return F.relu(y)[:, None], (new if want_cache else None)
         v = x.transpose(1, 2)
         if not causal:
             return F.relu(self.conv1(v)).transpose(1, 2), None
@@ -163,10 +177,15 @@ class RainMamba(nn.Module):
 
     def _up(self, x: torch.Tensor, causal: bool, cache, want_cache: bool):
         """(B, T, 2C, h/2, w/2) -> (B, C, T, h, w)."""
+        up = self.upconv2
+        if causal and x.shape[1] == 1:
+            cache = cache if cache is not None else x.new_zeros(x.shape[0], x.shape[2], 2, *x.shape[-2:])
+            y, new = step_conv_transpose3d(x[:, 0].permute(0, 2, 3, 1), cache, up.weight, up.bias, stride=2,
+                                           padding=1, output_padding=1)
+            return F.relu(y)[:, :, None], (new if want_cache else None)
         v = x.transpose(1, 2)
         if not causal:
             return F.relu(self.upconv2(v)), None
-        up = self.upconv2
         res = causal_time_apply(
             v, cache, 3, lambda t: F.conv_transpose3d(t, up.weight, up.bias, stride=(1, 2, 2), padding=(0, 1, 1),
                                                       output_padding=(0, 1, 1)),

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rainmamba_core.modules.bimamba import BiMamba
-from rainmamba_core.modules.temporal import causal_time_apply
+from rainmamba_core.modules.temporal import causal_time_apply, step_conv3d
 
 State = dict[str, torch.Tensor]
 
@@ -35,6 +35,15 @@ class DWConv(nn.Module):
     def forward(self, x: torch.Tensor, frames: int, height: int, width: int, causal: bool,
                 cache: torch.Tensor | None = None, want_cache: bool = False):
         batch, _, channels = x.shape
+        if causal and frames == 1:
+            # One frame: a 2D conv over the cached frames stacked as channels, channels-last, so the
+            # tokens go in and come out without a layout copy (modules/temporal.py).
+            if cache is None:
+                cache = x.new_zeros(batch, channels, 2, height, width)
+            y, new_cache = step_conv3d(x.view(batch, height, width, channels), cache, self.dwconv.weight,
+                                       self.dwconv.bias, padding=1, groups=channels)
+            y = y.permute(0, 2, 3, 1).reshape(batch, height * width, channels)  # (B, L, Hd), free
+            return y, (new_cache if want_cache else None)
         v = x.transpose(1, 2).reshape(batch, channels, frames, height, width)
         if not causal:
             y, new_cache = self.dwconv(v), None

@@ -35,8 +35,9 @@ class ConvNeXtBlock(nn.Module):
         self.pointwise_conv2 = nn.Linear(hidden, channels)
         self.gamma = nn.Parameter(layer_scale * torch.ones(channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, H, W)
-        y = self.norm(self.depthwise_conv(x)).permute(0, 2, 3, 1)  # (N, H, W, C)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, H, W), ideally channels-last
+        y = self.depthwise_conv(x).permute(0, 2, 3, 1)  # (N, H, W, C), a free view when channels-last
+        y = F.layer_norm(y, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
         y = self.pointwise_conv2(self.act(self.pointwise_conv1(y)))
         y = (y * self.gamma).permute(0, 3, 1, 2)
         return x + y
