@@ -25,9 +25,12 @@ from rainmamba_core.ops import selective_scan as ss
 
 DEFAULT_SHAPES: list[dict[str, Any]] = [
     {'name': 'tiny', 'B': 1, 'D': 64, 'L': 4096, 'N': 8},
+    {'name': 'dflt640', 'B': 1, 'D': 64, 'L': 19200, 'N': 8},  # the default's 1/4-grid scan at 640x480
     {'name': 'official', 'B': 1, 'D': 256, 'L': 5120, 'N': 16},
 ]
-BACKENDS = ('loop', 'ref', 'chunked', 'fused')
+# 'tokens': the token-major kernel the mixer uses at inference (ops/fused_tokens.py), timed on
+# token-major arrays prepared beforehand, as the mixer hands them over.
+BACKENDS = ('loop', 'ref', 'chunked', 'fused', 'tokens')
 
 
 def _inputs(B: int, D: int, L: int, N: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -57,6 +60,25 @@ def _time(fn: Callable[[], Any], repeats: int) -> float:
     return best * 1e3
 
 
+def _tokens_call(x: dict[str, torch.Tensor]) -> Callable[[], Any]:
+    """The token-major kernel on x, with the layout conversion done once, outside the timing."""
+    import numpy as np
+
+    from rainmamba_core.ops.fused_tokens import kernels
+    scan = kernels()[1]
+    tok = lambda t: t.transpose(1, 2).contiguous()  # noqa: E731
+    u, delta, z, B, C = (tok(x[k]) for k in ('u', 'delta', 'z', 'B', 'C'))
+    A, D, bias, h0 = (x[k].contiguous().numpy() for k in ('A', 'D', 'delta_bias', 'initial_state'))
+    out, last = np.empty(u.shape, np.float32), np.empty_like(h0)
+    bias_t = torch.from_numpy(bias)
+
+    def call():  # softplus and the silu gate are vectorised PyTorch ops in the mixer: timed here too
+        dt = torch.nn.functional.softplus(delta + bias_t)
+        scan(u.numpy(), dt.numpy(), A, B.numpy(), C.numpy(), D, torch.nn.functional.silu(z).numpy(), h0, True,
+             False, u.shape[1], False, out, last)
+    return call
+
+
 def benchmark_scan_backends(shapes: list[dict] | None = None, repeats: int = 3,
                             backends: tuple[str, ...] = BACKENDS, loop_prefix: int = 256,
                             chunk: int | None = None) -> list[dict]:
@@ -82,12 +104,14 @@ def benchmark_scan_backends(shapes: list[dict] | None = None, repeats: int = 3,
         for name in backends:
             note = ''
             kwargs = {'chunk': chunk} if name == 'chunked' and chunk else {}
-            if name == 'fused' and not ss.fused_available():
+            if name in ('fused', 'tokens') and not ss.fused_available():
                 shape_rows.append({'backend': name, 'ms': None, 'note': 'numba missing'})
                 continue
-            fn = getattr(ss, f'selective_scan_{name}')
+            fn = _tokens_call(x) if name == 'tokens' else getattr(ss, f'selective_scan_{name}')
             with torch.no_grad():
-                if name == 'loop' and L > loop_prefix:
+                if name == 'tokens':
+                    ms = _time(fn, repeats)
+                elif name == 'loop' and L > loop_prefix:
                     xs = _slice(x, loop_prefix)
                     ms = _time(lambda: fn(**xs, delta_softplus=True, return_last_state=True), repeats)
                     ms *= L / loop_prefix

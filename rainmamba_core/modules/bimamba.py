@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rainmamba_core.ops.selective_scan import selective_scan
+from rainmamba_core.ops import fused_tokens
+from rainmamba_core.ops.selective_scan import default_backend, selective_scan
 
 # (conv tail, ssm state) of the forward direction, or None for a zero start.
 MixerState = dict[str, torch.Tensor]
@@ -109,19 +111,21 @@ class BiMamba(nn.Module):
             out (B, L, C), and the new state when `return_state`.
         """
         batch, length, _ = hidden.shape
+        if frame_len is not None and length % frame_len:
+            raise ValueError(f'BiMamba: {length} tokens are not whole frames of {frame_len}')
+        if frame_len is None and (state is not None or return_state):
+            raise ValueError('BiMamba: official (bidirectional over the whole sequence) mode has no '
+                             'carried state; pass frame_len for causal mode')
+        if token_major_available(hidden, self):
+            return self._forward_token_major(hidden, frame_len, state, return_state)
         xz = self.in_proj(hidden).transpose(1, 2)  # (B, 2D, L)
         x, z = xz.chunk(2, dim=1)
         if frame_len is None:
-            if state is not None or return_state:
-                raise ValueError('BiMamba: official (bidirectional over the whole sequence) mode has no '
-                                 'carried state; pass frame_len for causal mode')
             y, _, _ = self._direction(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D,
                                       None, None, False)
             yb, _, _ = self._direction(x.flip(-1), z.flip(-1), self.conv1d_b, self.x_proj_b, self.dt_proj_b,
                                        self.A_b_log, self.D_b, None, None, False)
             return self.out_proj((y + yb.flip(-1)).transpose(1, 2))
-        if length % frame_len:
-            raise ValueError(f'BiMamba: {length} tokens are not whole frames of {frame_len}')
         frames = length // frame_len
         tail = None if state is None else state['conv']
         h0 = None if state is None else state['ssm']
@@ -137,3 +141,64 @@ class BiMamba(nn.Module):
         if return_state:
             return out, {'conv': new_tail, 'ssm': new_h}
         return out
+
+    def _forward_token_major(self, hidden: torch.Tensor, frame_len: int | None, state: MixerState | None,
+                             return_state: bool):
+        """`forward` through the token-major fused kernels (ops/fused_tokens.py): no transposes, no
+        flipped copies, both directions summed in one buffer. Inference on the CPU only (see
+        `token_major_available`); equal to the reference path within fp32 rounding (tested)."""
+        conv_silu, scan, _ = fused_tokens.kernels()
+        batch, length, _ = hidden.shape
+        d, k, n, r = self.d_inner, self.d_conv, self.d_state, self.dt_rank
+        seg = frame_len or max(length, 1)
+        xz = self.in_proj(hidden)  # (B, L, 2D)
+        xz_np = xz.numpy()
+        x_np = xz_np[..., :d]  # strided view
+        tail = torch.zeros(batch, d, k - 1) if state is None else state['conv'].float()
+        h0 = torch.zeros(batch, d, n) if state is None else state['ssm'].float()
+        gate = F.silu(xz[..., d:]).numpy()  # (B, L, D), shared by both directions
+        out = np.empty((batch, length, d), dtype=np.float32)
+        last = np.empty((batch, d, n), dtype=np.float32)
+        scratch = np.empty((batch, length, d), dtype=np.float32)
+        for reverse in (False, True):
+            conv, x_proj, dt_proj = ((self.conv1d_b, self.x_proj_b, self.dt_proj_b) if reverse
+                                     else (self.conv1d, self.x_proj, self.dt_proj))
+            A_log, D = (self.A_b_log, self.D_b) if reverse else (self.A_log, self.D)
+            conv_silu(x_np, _np(conv.weight[:, 0]), _np(conv.bias), _np(tail).transpose(0, 2, 1), reverse, seg,
+                      scratch)
+            xc = torch.from_numpy(scratch)
+            x_dbl = F.linear(xc, x_proj.weight)  # (B, L, R+2N)
+            dt = F.softplus(F.linear(x_dbl[..., :r], dt_proj.weight, dt_proj.bias))  # (B, L, D)
+            dbl = x_dbl.numpy()
+            scan(scratch, dt.numpy(), _np(-torch.exp(A_log.float())), dbl[..., r:r + n], dbl[..., r + n:],
+                 _np(D), gate, _np(h0) if not reverse else np.zeros((batch, d, n), np.float32),
+                 True, reverse, length if not reverse else seg, reverse, out, last if not reverse else
+                 np.empty((batch, d, n), np.float32))
+            if not reverse and return_state:
+                new_h = torch.from_numpy(last.copy())
+                src = x_np[:, -(k - 1):] if length >= k - 1 else np.concatenate(
+                    [_np(tail).transpose(0, 2, 1), x_np], axis=1)[:, -(k - 1):]
+                new_tail = torch.from_numpy(np.ascontiguousarray(src.transpose(0, 2, 1))).to(xz.dtype)
+        y = self.out_proj(torch.from_numpy(out).to(hidden.dtype))
+        if return_state:
+            return y, {'conv': new_tail, 'ssm': new_h}
+        return y
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """Contiguous fp32 numpy array of a tensor (parameters included), sharing memory when it can."""
+    return t.detach().float().contiguous().numpy()
+
+
+def token_major_available(hidden: torch.Tensor, module: nn.Module) -> bool:
+    """True when the mixer may run through the token-major fused kernels: CPU fp32 inference (no
+    gradient wanted, not tracing for export), numba importable, and the scan backend in effect
+    is 'auto' or 'fused' (an explicit 'ref'/'chunked'/... or an export formulation keeps the
+    reference path, which is what those choices are for)."""
+    if hidden.device.type != 'cpu' or hidden.dtype != torch.float32 or not fused_tokens.available():
+        return False
+    if torch.is_grad_enabled() and (hidden.requires_grad or module.in_proj.weight.requires_grad):
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    return default_backend() in ('auto', 'fused')

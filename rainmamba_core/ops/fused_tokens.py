@@ -1,0 +1,215 @@
+"""Token-major fused CPU kernels for the Mamba mixer at inference (numba, no gradients).
+
+Glossary: B batch, L tokens, D channels (d_inner), N state size, K conv width, S segment length
+(tokens scanned from one start state; the backward direction of the causal model restarts at every
+frame), blk channels handled together by one parallel job.
+
+The mixer's tensors come out of `in_proj` as (B, L, 2D): token-major, channels contiguous. The
+reference path transposes them to (B, D, L) for `F.conv1d` and the scan, flips the backward
+direction, and transposes back for `out_proj`; at the default's sizes those copies cost as much as
+the scan itself. These kernels read and write token-major arrays (any strides) directly:
+
+* `conv_silu`: the depthwise conv1d of one direction + SiLU. Forward: causal, the carried tail in
+  front. Reverse: what the causal conv computes on the flipped segment, written in the original
+  order (an anti-causal conv with the kernel reversed, zeros past each segment's end), so the
+  backward direction never materialises a flipped copy.
+* `scan`: the selective scan of `rainmamba_core.ops.selective_scan` (softplus(delta + bias),
+  D skip, silu(z) gate), forward or reverse inside segments, optionally adding into `out` (the
+  two directions sum into one buffer). Parallel over (batch, channel blocks); inner loops run
+  over a contiguous block of channels so LLVM vectorises them. numba has no vectorised exp
+  without Intel's SVML, so `_exp_block` is a range-reduced polynomial exp written as plain
+  array arithmetic (max. rel. error 2e-7 for arguments in [-87, 0], tested), which LLVM
+  vectorises; it is where the scan spends its time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    import numba as _numba
+except Exception:  # pragma: no cover - numba is a dependency; keep the module importable
+    _numba = None
+
+BLOCK = 16  # channels per parallel scan job (two AVX2 vectors of fp32)
+TOKENS_PER_JOB = 64  # tokens per parallel conv job
+
+_f32 = np.float32
+_LOG2E, _LN2_HI, _LN2_LO = _f32(1.4426950408889634), _f32(0.693359375), _f32(-2.12194440e-4)
+# Cephes expf minimax coefficients: exp(r) ~ 1 + r + r^2 * P(r) on [-ln2/2, ln2/2].
+_P0, _P1, _P2 = _f32(1.9875691500e-4), _f32(1.3981999507e-3), _f32(8.3334519073e-3)
+_P3, _P4, _P5 = _f32(4.1665795894e-2), _f32(1.6666665459e-1), _f32(5.0000001201e-1)
+
+
+def _jit(**kw):
+    """numba.njit(cache=True, fastmath=False, ...) or, without numba, a decorator that marks the
+    function unavailable (calling `kernels()` then raises with the install hint)."""
+    if _numba is None:
+        return lambda fn: fn
+    return _numba.njit(cache=True, fastmath=False, **kw)
+
+
+@_jit(inline='always')
+def _exp_block(x, out, bits, width):
+    """exp of x[:width] into out (arguments clamped to [-87, 88], fp32's normal range); bits is
+    an int32 scratch of the same length."""
+    fbits = bits.view(np.float32)
+    for i in range(width):
+        v = min(max(x[i], _f32(-87.0)), _f32(88.0))
+        k = np.float32(np.floor(v * _LOG2E + _f32(0.5)))
+        r = v - k * _LN2_HI - k * _LN2_LO
+        p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+        out[i] = p * (r * r) + r + _f32(1.0)
+        bits[i] = (np.int32(k) + np.int32(127)) << np.int32(23)  # 2**k as fp32 bits
+    for i in range(width):
+        out[i] = out[i] * fbits[i]
+
+
+@_jit()
+def exp_array(x):
+    """`_exp_block` over a 1-D fp32 array (for tests)."""
+    out = np.empty_like(x)
+    bits = np.empty(x.size, dtype=np.int32)
+    _exp_block(x, out, bits, x.size)
+    return out
+
+
+@_jit(inline='always')
+def _conv_token(x, wt, bias, tail, reverse, seg, out, acc, arg, e, bits, b, t):
+    k, nd = wt.shape
+    for d in range(nd):
+        acc[d] = bias[d]
+    if not reverse:
+        for j in range(k):
+            src = t + j - (k - 1)  # token read by tap j; before 0 it is in the carried tail
+            if src >= 0:
+                for d in range(nd):
+                    acc[d] += wt[j, d] * x[b, src, d]
+            else:
+                for d in range(nd):
+                    acc[d] += wt[j, d] * tail[b, k - 1 + src, d]
+    else:
+        end = (t // seg + 1) * seg  # zeros past the end of this token's segment
+        for i in range(k):
+            src = t + i
+            if src < end:
+                for d in range(nd):
+                    acc[d] += wt[k - 1 - i, d] * x[b, src, d]
+    for d in range(nd):
+        arg[d] = -acc[d]
+    _exp_block(arg, e, bits, nd)
+    for d in range(nd):
+        out[b, t, d] = acc[d] / (_f32(1.0) + e[d])  # silu
+
+
+@_jit(parallel=True, nogil=True)
+def conv_silu(x, weight, bias, tail, reverse, seg, out):
+    """x: (B, L, D); weight: (D, K); bias: (D,); tail: (B, K-1, D) (read when not reverse);
+    out: (B, L, D) = silu(depthwise conv), causal (forward) or reversed-causal in segments of seg."""
+    nb, nl, nd = x.shape
+    wt = np.ascontiguousarray(weight.T)  # (K, D): channel-contiguous rows
+    jobs = (nb * nl + TOKENS_PER_JOB - 1) // TOKENS_PER_JOB
+    for job in _numba.prange(jobs):
+        acc = np.empty(nd, dtype=np.float32)
+        arg = np.empty(nd, dtype=np.float32)
+        e = np.empty(nd, dtype=np.float32)
+        bits = np.empty(nd, dtype=np.int32)
+        for bt in range(job * TOKENS_PER_JOB, min((job + 1) * TOKENS_PER_JOB, nb * nl)):
+            b = bt // nl
+            _conv_token(x, wt, bias, tail, reverse, seg, out, acc, arg, e, bits, b, bt - b * nl)
+
+
+@_jit(parallel=True, nogil=True)
+def scan(u, dt, A, Bm, Cm, Dv, gate, h0, has_gate, reverse, seg, accumulate, out, last):
+    """Selective scan, token-major. u, dt, gate, out: (B, L, D); A: (D, N); Bm, Cm: (B, L, N);
+    Dv: (D,); h0, last: (B, D, N). dt is the discretisation step (softplus(delta + bias) already
+    applied) and gate = silu(z): both are one vectorised PyTorch op outside, where a per-element
+    libm call in here would cost more than the recurrence. out = (y + D*u) * gate.
+    Segments of `seg` tokens start from h0 (the first) or zero (the others) and run forward or,
+    with `reverse`, from their last token to their first; `last` is the state after the final
+    segment. `accumulate` adds into out instead of writing."""
+    nb, nl, nd = u.shape
+    nn = A.shape[1]
+    blocks = (nd + BLOCK - 1) // BLOCK
+    segments = (nl + seg - 1) // seg
+    for job in _numba.prange(nb * blocks):
+        b = job // blocks
+        d0 = (job - b * blocks) * BLOCK
+        w = min(BLOCK, nd - d0)
+        at = np.empty((nn, BLOCK), dtype=np.float32)  # A transposed: channel-contiguous
+        h = np.zeros((nn, BLOCK), dtype=np.float32)
+        dtb = np.zeros(BLOCK, dtype=np.float32)  # lanes past w stay 0: their exps are finite
+        xb = np.empty(BLOCK, dtype=np.float32)
+        arg = np.empty(nn * BLOCK, dtype=np.float32)  # all N decays of a token in one exp pass
+        dec = np.empty(nn * BLOCK, dtype=np.float32)
+        acc = np.empty(BLOCK, dtype=np.float32)
+        bits = np.empty(nn * BLOCK, dtype=np.int32)
+        at[:, :] = _f32(0.0)
+        for n in range(nn):
+            for i in range(w):
+                at[n, i] = A[d0 + i, n]
+        for s in range(segments):
+            start = s * seg
+            stop = min(start + seg, nl)
+            for n in range(nn):
+                for i in range(w):
+                    h[n, i] = h0[b, d0 + i, n] if s == 0 else _f32(0.0)
+            for step in range(stop - start):
+                t = stop - 1 - step if reverse else start + step
+                for i in range(w):
+                    v = dt[b, t, d0 + i]
+                    dtb[i] = v
+                    xb[i] = v * u[b, t, d0 + i]
+                    acc[i] = _f32(0.0)
+                for n in range(nn):
+                    for i in range(BLOCK):
+                        arg[n * BLOCK + i] = dtb[i] * at[n, i]
+                _exp_block(arg, dec, bits, nn * BLOCK)
+                for n in range(nn):
+                    bn = Bm[b, t, n]
+                    cn = Cm[b, t, n]
+                    for i in range(w):
+                        hv = dec[n * BLOCK + i] * h[n, i] + xb[i] * bn
+                        h[n, i] = hv
+                        acc[i] += hv * cn
+                for i in range(w):
+                    d = d0 + i
+                    y = acc[i] + Dv[d] * u[b, t, d]
+                    if has_gate:
+                        y = y * gate[b, t, d]
+                    if accumulate:
+                        out[b, t, d] += y
+                    else:
+                        out[b, t, d] = y
+        for n in range(nn):
+            for i in range(w):
+                last[b, d0 + i, n] = h[n, i]
+
+
+def kernels():
+    """(conv_silu, scan, exp_array), compiled on first call (or loaded from numba's cache)."""
+    if _numba is None:
+        raise ImportError('numba is not importable; run: pip install numba')
+    return conv_silu, scan, exp_array
+
+
+def available() -> bool:
+    return _numba is not None
+
+
+def scan_channel_major(u, delta, A, B, C, D, z, delta_bias, initial_state, reverse: bool = False,
+                       seg: int | None = None):
+    """`scan` on `selective_scan_ref`-style tensors (u, delta, z: (B, D, L); B, C: (B, N, L)),
+    delta_softplus on; returns (out (B, D, L), last state (B, D, N)) as torch tensors. For tests and
+    benchmarks: the transposes here are what the mixer's token-major path avoids."""
+    import torch
+    batch, dim, length = u.shape
+    tok = lambda t: np.ascontiguousarray(t.detach().float().transpose(1, 2).numpy())  # noqa: E731
+    out = np.empty((batch, length, dim), dtype=np.float32)
+    last = np.empty((batch, dim, A.shape[1]), dtype=np.float32)
+    h0 = (np.zeros((batch, dim, A.shape[1]), np.float32) if initial_state is None
+          else initial_state.detach().float().contiguous().numpy())
+    dt = torch.nn.functional.softplus(delta.float() + delta_bias.float()[:, None])
+    scan(tok(u), tok(dt), A.detach().float().contiguous().numpy(), tok(B), tok(C),
+         D.detach().float().contiguous().numpy(), tok(torch.nn.functional.silu(z.float())), h0,
+         True, reverse, seg or max(length, 1), False, out, last)
+    return torch.from_numpy(out).transpose(1, 2), torch.from_numpy(last)
