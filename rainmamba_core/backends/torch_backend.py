@@ -58,9 +58,10 @@ class TorchBackend:
     @torch.inference_mode()
     def step(self, frames: np.ndarray, states: list) -> tuple[np.ndarray, list, list[bool]]:
         x = to_tensor(frames, self.torch_device, self.dtype)  # (B, 3, H, W)
-        out, new = self.model.step(x, cat_states(states))
-        finite = state_is_finite(new) & torch.isfinite(out.flatten(1)).all(1)
-        return to_uint8(out), split_state(new), [bool(v) for v in finite.cpu()]
+        # One stream (the common case): no concatenation or split copies of the state.
+        out, new = self.model.step(x, states[0] if len(states) == 1 else cat_states(states))
+        finite = state_is_finite(new) & torch.isfinite(out).flatten(1).all(1)
+        return to_uint8(out), [new] if len(states) == 1 else split_state(new), [bool(v) for v in finite.cpu()]
 
     @torch.inference_mode()
     def run_clip(self, clips: np.ndarray) -> np.ndarray:

@@ -50,7 +50,9 @@ def state_is_finite(state: State) -> torch.Tensor:
     first = next(iter(state.values()))
     ok = torch.ones(first.shape[0], dtype=torch.bool, device=first.device)
     for v in state.values():
-        ok &= torch.isfinite(v.flatten(1)).all(dim=1)
+        # isfinite first: step's caches are strided views, and flattening them would copy every
+        # state tensor each frame (flattening the bool result copies a quarter of that at most)
+        ok &= torch.isfinite(v).flatten(1).all(dim=1)
     return ok
 
 
