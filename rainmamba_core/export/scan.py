@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from rainmamba_core.errors import RainMambaError
 from rainmamba_core.ops import selective_scan as _ss
 
-SCAN_FORMULATIONS = ('blocked', 'chunked', 'chunked_loop')
+SCAN_FORMULATIONS = ('blocked', 'sliced', 'chunked', 'chunked_loop')
 DEFAULT_FORMULATION = 'blocked'
 DEFAULT_CHUNK = 0  # 0: choose K ~ sqrt(L) per scan (see `auto_chunk`)
 # Elements of one (B, D, tokens, N) temporary per scan segment: 2^25 fp32 = 128 MiB. The tiny model's
@@ -148,6 +148,64 @@ def selective_scan_blocked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     return (out, h) if return_last_state else out
 
 
+SLICED_CHUNK = 16  # K of the sliced formulation: (c, B, D, N) slices of L/K tokens stay cache-sized
+
+
+def selective_scan_sliced(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                          initial_state=None, return_last_state=False, chunk: int = 0):
+    """Selective scan for ONNX Runtime on CPUs: the blocked scan's passes on cache-sized slices.
+
+    Tokens t = j*K + i (chunk j, position i). The K positions are stepped in turn, each step on
+    all c chunks at once, so every step works on (c, B, D, N) tensors of L/K tokens (L2-sized at
+    the default's shapes) built from (c, B, D) slices of dt and dt*u: nothing of size
+    (B, D, L, N) is read back from memory inside the steps. Each step also contracts its local
+    states with C right away (y_local) and keeps G_i = exp(S_i) * C_i, S_i the in-chunk cumulative
+    log-decay (<= 0, no overflow). The chunk-level carry is `linear_recurrence` on the c chunk
+    ends; the entering state's contribution is then sum_n G_i * H_in in one pass.
+
+    Args and returns: as `selective_scan_ref`; chunk: K (0: SLICED_CHUNK).
+    """
+    batch, dim, length, n = (int(v) for v in _ss._check_shapes(u, delta, A, initial_state))
+    k = min(chunk or SLICED_CHUNK, max(length, 1))
+    c = -(-length // k)
+    pad = c * k - length
+    dt = _ss._discretisation_delta(delta, delta_bias, delta_softplus)  # (B, D, L) fp32
+    Bm = _ss._grouped(B, batch, dim, length, 'B')  # (B, G, N, L)
+    Cm = _ss._grouped(C, batch, dim, length, 'C')
+    if Bm.shape[1] != 1 or Cm.shape[1] != 1:
+        raise ExportScanError("the 'sliced' formulation takes per-token B, C of shape (B, N, L)")
+    dtu = dt * u.float()
+    if pad:  # dt = 0 past the end: decay 1, drive 0, so the last real state is carried unchanged
+        dt, dtu = F.pad(dt, (0, pad)), F.pad(dtu, (0, pad))
+        Bm, Cm = F.pad(Bm, (0, pad)), F.pad(Cm, (0, pad))
+
+    def steps(t: torch.Tensor) -> list[torch.Tensor]:  # (B, X, c*K) -> K tensors (c, B, X)
+        return list(t.reshape(batch, t.shape[1], c, k).permute(3, 2, 0, 1).unbind(0))
+
+    Af = A.float()
+    dts, dtus = steps(dt), steps(dtu)
+    Bs, Cs = steps(Bm[:, 0]), steps(Cm[:, 0])  # (c, B, N) each
+    h = cum = None
+    y_local, gains = [], []
+    for i in range(k):
+        la = dts[i][..., None] * Af  # (c, B, D, N)
+        x = dtus[i][..., None] * Bs[i][:, :, None]
+        h = x if h is None else torch.exp(la) * h + x
+        cum = la if cum is None else cum + la
+        Ci = Cs[i][:, :, None]  # (c, B, 1, N)
+        y_local.append((h * Ci).sum(-1))  # (c, B, D)
+        gains.append(torch.exp(cum) * Ci)
+    # Carry across chunks: H_j = exp(cum_j) H_{j-1} + h_j, H_{-1} = h0, along the chunk axis.
+    h0 = None if initial_state is None else initial_state.float()
+    ends = linear_recurrence(cum.permute(1, 2, 0, 3), h.permute(1, 2, 0, 3), h0, auto_chunk(c))  # (B, D, c, N)
+    first = torch.zeros_like(ends[:, :, :1]) if h0 is None else h0[:, :, None]
+    h_in = torch.cat([first, ends[:, :, :-1]], dim=2).permute(2, 0, 1, 3)  # (c, B, D, N) entering state
+    y = torch.stack(y_local) + (torch.stack(gains) * h_in).sum(-1)  # (K, c, B, D)
+    y = y.permute(2, 3, 1, 0).reshape(batch, dim, c * k)[:, :, :length]
+    out = _ss._finish(y, u, D, z, u.dtype)
+    return (out, ends[:, :, -1]) if return_last_state else out
+
+
 @torch.jit.script
 def _chunk_loop(dt: torch.Tensor, Af: torch.Tensor, x: torch.Tensor, Cm: torch.Tensor, h: torch.Tensor,
                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,6 +258,8 @@ def scan_function(formulation: str = DEFAULT_FORMULATION, chunk: int = DEFAULT_C
         raise ExportScanError(f'chunk={chunk}: use a chunk length >= 1, or 0 for the automatic choice')
     if formulation == 'blocked':
         return functools.partial(selective_scan_blocked, chunk=chunk, segment_elements=segment_elements)
+    if formulation == 'sliced':
+        return functools.partial(selective_scan_sliced, chunk=chunk)
     if formulation == 'chunked':
         return functools.partial(_ss.selective_scan_chunked, chunk=chunk or 64)
     return functools.partial(selective_scan_chunked_loop, chunk=chunk or 64)
