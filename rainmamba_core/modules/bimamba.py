@@ -147,16 +147,15 @@ class BiMamba(nn.Module):
         """`forward` through the token-major fused kernels (ops/fused_tokens.py): no transposes, no
         flipped copies, both directions summed in one buffer. Inference on the CPU only (see
         `token_major_available`); equal to the reference path within fp32 rounding (tested)."""
-        conv_silu, scan, _ = fused_tokens.kernels()
+        conv_silu, scan = fused_tokens.kernels()[:2]
         batch, length, _ = hidden.shape
         d, k, n, r = self.d_inner, self.d_conv, self.d_state, self.dt_rank
         seg = frame_len or max(length, 1)
         xz = self.in_proj(hidden)  # (B, L, 2D)
         xz_np = xz.numpy()
-        x_np = xz_np[..., :d]  # strided view
+        x_np, z_np = xz_np[..., :d], xz_np[..., d:]  # strided views
         tail = torch.zeros(batch, d, k - 1) if state is None else state['conv'].float()
         h0 = torch.zeros(batch, d, n) if state is None else state['ssm'].float()
-        gate = F.silu(xz[..., d:]).numpy()  # (B, L, D), shared by both directions
         out = np.empty((batch, length, d), dtype=np.float32)
         last = np.empty((batch, d, n), dtype=np.float32)
         scratch = np.empty((batch, length, d), dtype=np.float32)
@@ -168,10 +167,10 @@ class BiMamba(nn.Module):
                       scratch)
             xc = torch.from_numpy(scratch)
             x_dbl = F.linear(xc, x_proj.weight)  # (B, L, R+2N)
-            dt = F.softplus(F.linear(x_dbl[..., :r], dt_proj.weight, dt_proj.bias))  # (B, L, D)
+            delta = F.linear(x_dbl[..., :r], dt_proj.weight, dt_proj.bias)  # (B, L, D); softplus in the scan
             dbl = x_dbl.numpy()
-            scan(scratch, dt.numpy(), _np(-torch.exp(A_log.float())), dbl[..., r:r + n], dbl[..., r + n:],
-                 _np(D), gate, _np(h0) if not reverse else np.zeros((batch, d, n), np.float32),
+            scan(scratch, delta.numpy(), _np(-torch.exp(A_log.float())), dbl[..., r:r + n], dbl[..., r + n:],
+                 _np(D), z_np, _np(h0) if not reverse else np.zeros((batch, d, n), np.float32),
                  True, reverse, length if not reverse else seg, reverse, out, last if not reverse else
                  np.empty((batch, d, n), np.float32))
             if not reverse and return_state:

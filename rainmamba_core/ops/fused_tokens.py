@@ -64,6 +64,63 @@ def _exp_block(x, out, bits, width):
         out[i] = out[i] * fbits[i]
 
 
+# Cephes logf polynomial: log(1 + f) ~ f - f^2/2 + f^3 * P(f) for 1 + f in [sqrt(1/2), sqrt(2)).
+_L0, _L1, _L2 = _f32(7.0376836292e-2), _f32(-1.1514610310e-1), _f32(1.1676998740e-1)
+_L3, _L4, _L5 = _f32(-1.2420140846e-1), _f32(1.4249322787e-1), _f32(-1.6668057665e-1)
+_L6, _L7, _L8 = _f32(2.0000714765e-1), _f32(-2.4999993993e-1), _f32(3.3333331174e-1)
+_SQRT2 = _f32(1.4142135623730951)
+
+
+@_jit(inline='always')
+def _softplus_block(x, out, e, ex, bits, width):
+    """softplus(x[:width]) into out with torch's threshold 20, vectorisable: `_exp_block`, then
+    log(1 + e) from the float's exponent and the Cephes logf polynomial; e < 1e-4 uses
+    e - e^2/2 (where 1 + e loses e's digits). e, ex, bits: scratch of the same length."""
+    _exp_block(x, e, bits, width)
+    ybits = out.view(np.int32)
+    for i in range(width):
+        out[i] = _f32(1.0) + e[i]
+    for i in range(width):
+        raw = ybits[i]
+        ex[i] = np.float32((raw >> 23) - 127)
+        ybits[i] = (raw & 0x7FFFFF) | 0x3F800000  # the mantissa m in [1, 2)
+    for i in range(width):
+        m = out[i]
+        big = m > _SQRT2
+        f = m * _f32(0.5) - _f32(1.0) if big else m - _f32(1.0)  # f in [sqrt(1/2) - 1, sqrt(2) - 1)
+        k = ex[i] + _f32(1.0) if big else ex[i]
+        z = f * f
+        p = _L0
+        p = p * f + _L1
+        p = p * f + _L2
+        p = p * f + _L3
+        p = p * f + _L4
+        p = p * f + _L5
+        p = p * f + _L6
+        p = p * f + _L7
+        p = p * f + _L8
+        y = p * f * z + k * _LN2_LO - _f32(0.5) * z
+        out[i] = f + y + k * _LN2_HI  # log(u), u = 1 + e rounded
+    for i in range(width):
+        v = x[i]
+        ei = e[i]
+        u = _f32(1.0) + ei
+        um1 = u - _f32(1.0)  # exact: e's digits that survived in u
+        # log1p(e) = log(u) * e / (u - 1) undoes the rounding of 1 + e (Goldberg's trick)
+        log1p = out[i] * (ei / um1) if um1 > _f32(0.0) else ei
+        small = ei - _f32(0.5) * ei * ei
+        out[i] = v if v > _f32(20.0) else (small if ei < _f32(1e-4) else log1p)
+
+
+@_jit()
+def softplus_array(x):
+    """`_softplus_block` over a 1-D fp32 array (for tests)."""
+    n = x.size
+    out, e, ex = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    _softplus_block(x, out, e, ex, np.empty(n, dtype=np.int32), n)
+    return out
+
+
 @_jit()
 def exp_array(x):
     """`_exp_block` over a 1-D fp32 array (for tests)."""
@@ -119,11 +176,11 @@ def conv_silu(x, weight, bias, tail, reverse, seg, out):
 
 
 @_jit(parallel=True, nogil=True)
-def scan(u, dt, A, Bm, Cm, Dv, gate, h0, has_gate, reverse, seg, accumulate, out, last):
-    """Selective scan, token-major. u, dt, gate, out: (B, L, D); A: (D, N); Bm, Cm: (B, L, N);
-    Dv: (D,); h0, last: (B, D, N). dt is the discretisation step (softplus(delta + bias) already
-    applied) and gate = silu(z): both are one vectorised PyTorch op outside, where a per-element
-    libm call in here would cost more than the recurrence. out = (y + D*u) * gate.
+def scan(u, delta, A, Bm, Cm, Dv, z, h0, has_z, reverse, seg, accumulate, out, last):
+    """Selective scan, token-major. u, delta, z, out: (B, L, D); A: (D, N); Bm, Cm: (B, L, N);
+    Dv: (D,); h0, last: (B, D, N). delta already holds delta + bias; the step is
+    dt = softplus(delta), out = (y + D*u) * silu(z), both computed here a block of channels at a
+    time with the vectorisable exp/log (a libm call per element would cost more than the scan).
     Segments of `seg` tokens start from h0 (the first) or zero (the others) and run forward or,
     with `reverse`, from their last token to their first; `last` is the state after the final
     segment. `accumulate` adds into out instead of writing."""
@@ -143,6 +200,10 @@ def scan(u, dt, A, Bm, Cm, Dv, gate, h0, has_gate, reverse, seg, accumulate, out
         dec = np.empty(nn * BLOCK, dtype=np.float32)
         acc = np.empty(BLOCK, dtype=np.float32)
         bits = np.empty(nn * BLOCK, dtype=np.int32)
+        raw = np.empty(BLOCK, dtype=np.float32)
+        se = np.empty(BLOCK, dtype=np.float32)
+        sx = np.empty(BLOCK, dtype=np.float32)
+        gate = np.empty(BLOCK, dtype=np.float32)
         at[:, :] = _f32(0.0)
         for n in range(nn):
             for i in range(w):
@@ -156,9 +217,10 @@ def scan(u, dt, A, Bm, Cm, Dv, gate, h0, has_gate, reverse, seg, accumulate, out
             for step in range(stop - start):
                 t = stop - 1 - step if reverse else start + step
                 for i in range(w):
-                    v = dt[b, t, d0 + i]
-                    dtb[i] = v
-                    xb[i] = v * u[b, t, d0 + i]
+                    raw[i] = delta[b, t, d0 + i]
+                _softplus_block(raw, dtb, se, sx, bits, w)
+                for i in range(w):
+                    xb[i] = dtb[i] * u[b, t, d0 + i]
                     acc[i] = _f32(0.0)
                 for n in range(nn):
                     for i in range(BLOCK):
@@ -171,11 +233,17 @@ def scan(u, dt, A, Bm, Cm, Dv, gate, h0, has_gate, reverse, seg, accumulate, out
                         hv = dec[n * BLOCK + i] * h[n, i] + xb[i] * bn
                         h[n, i] = hv
                         acc[i] += hv * cn
+                if has_z:
+                    for i in range(w):
+                        raw[i] = -z[b, t, d0 + i]
+                    _exp_block(raw, se, bits, w)
+                    for i in range(w):
+                        gate[i] = -raw[i] / (_f32(1.0) + se[i])  # silu(z)
                 for i in range(w):
                     d = d0 + i
                     y = acc[i] + Dv[d] * u[b, t, d]
-                    if has_gate:
-                        y = y * gate[b, t, d]
+                    if has_z:
+                        y = y * gate[i]
                     if accumulate:
                         out[b, t, d] += y
                     else:
@@ -186,10 +254,11 @@ def scan(u, dt, A, Bm, Cm, Dv, gate, h0, has_gate, reverse, seg, accumulate, out
 
 
 def kernels():
-    """(conv_silu, scan, exp_array), compiled on first call (or loaded from numba's cache)."""
+    """(conv_silu, scan, exp_array, softplus_array), compiled on first call (or loaded from
+    numba's cache)."""
     if _numba is None:
         raise ImportError('numba is not importable; run: pip install numba')
-    return conv_silu, scan, exp_array
+    return conv_silu, scan, exp_array, softplus_array
 
 
 def available() -> bool:
@@ -208,8 +277,7 @@ def scan_channel_major(u, delta, A, B, C, D, z, delta_bias, initial_state, rever
     last = np.empty((batch, dim, A.shape[1]), dtype=np.float32)
     h0 = (np.zeros((batch, dim, A.shape[1]), np.float32) if initial_state is None
           else initial_state.detach().float().contiguous().numpy())
-    dt = torch.nn.functional.softplus(delta.float() + delta_bias.float()[:, None])
-    scan(tok(u), tok(dt), A.detach().float().contiguous().numpy(), tok(B), tok(C),
-         D.detach().float().contiguous().numpy(), tok(torch.nn.functional.silu(z.float())), h0,
-         True, reverse, seg or max(length, 1), False, out, last)
+    scan(tok(u), tok(delta.float() + delta_bias.float()[:, None]), A.detach().float().contiguous().numpy(), tok(B),
+         tok(C), D.detach().float().contiguous().numpy(), tok(z), h0, True, reverse, seg or max(length, 1), False,
+         out, last)
     return torch.from_numpy(out).transpose(1, 2), torch.from_numpy(last)
