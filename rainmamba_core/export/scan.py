@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from rainmamba_core.errors import RainMambaError
+from rainmamba_core.ops import scan_inputs as _si
 from rainmamba_core.ops import selective_scan as _ss
 
 SCAN_FORMULATIONS = ('blocked', 'sliced', 'chunked', 'chunked_loop')
@@ -124,10 +125,10 @@ def selective_scan_blocked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     Returns:
         out (B, D, L) in u's dtype [, last state (B, D, N) fp32].
     """
-    batch, dim, length, n = (int(v) for v in _ss._check_shapes(u, delta, A, initial_state))
-    dt = _ss._discretisation_delta(delta, delta_bias, delta_softplus)  # (B, D, L) fp32
-    Bm = _ss._per_channel(_ss._grouped(B, batch, dim, length, 'B'), dim).transpose(-1, -2)  # (B, D|1, L, N)
-    Cm = _ss._per_channel(_ss._grouped(C, batch, dim, length, 'C'), dim).transpose(-1, -2)
+    batch, dim, length, n = (int(v) for v in _si.check_shapes(u, delta, A, initial_state))
+    dt = _si.discretisation_delta(delta, delta_bias, delta_softplus)  # (B, D, L) fp32
+    Bm = _si.per_channel(_si.grouped(B, batch, dim, length, 'B'), dim).transpose(-1, -2)  # (B, D|1, L, N)
+    Cm = _si.per_channel(_si.grouped(C, batch, dim, length, 'C'), dim).transpose(-1, -2)
     Af = A.float()[:, None, :]  # (D, 1, N)
     uf = u.float()
     seg_len = max(1, segment_elements // max(1, batch * dim * n))
@@ -144,7 +145,7 @@ def selective_scan_blocked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
         ys.append((hs * Cm[:, :, start:stop]).sum(-1))  # (B, D, l)
         h = hs[:, :, -1]
     y = torch.cat(ys, dim=-1) if len(ys) > 1 else ys[0]
-    out = _ss._finish(y, u, D, z, u.dtype)
+    out = _si.finish(y, u, D, z, u.dtype)
     return (out, h) if return_last_state else out
 
 
@@ -165,13 +166,13 @@ def selective_scan_sliced(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
 
     Args and returns: as `selective_scan_ref`; chunk: K (0: SLICED_CHUNK).
     """
-    batch, dim, length, n = (int(v) for v in _ss._check_shapes(u, delta, A, initial_state))
+    batch, dim, length, n = (int(v) for v in _si.check_shapes(u, delta, A, initial_state))
     k = min(chunk or SLICED_CHUNK, max(length, 1))
     c = -(-length // k)
     pad = c * k - length
-    dt = _ss._discretisation_delta(delta, delta_bias, delta_softplus)  # (B, D, L) fp32
-    Bm = _ss._grouped(B, batch, dim, length, 'B')  # (B, G, N, L)
-    Cm = _ss._grouped(C, batch, dim, length, 'C')
+    dt = _si.discretisation_delta(delta, delta_bias, delta_softplus)  # (B, D, L) fp32
+    Bm = _si.grouped(B, batch, dim, length, 'B')  # (B, G, N, L)
+    Cm = _si.grouped(C, batch, dim, length, 'C')
     if Bm.shape[1] != 1 or Cm.shape[1] != 1:
         raise ExportScanError("the 'sliced' formulation takes per-token B, C of shape (B, N, L)")
     dtu = dt * u.float()
@@ -202,7 +203,7 @@ def selective_scan_sliced(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     h_in = torch.cat([first, ends[:, :, :-1]], dim=2).permute(2, 0, 1, 3)  # (c, B, D, N) entering state
     y = torch.stack(y_local) + (torch.stack(gains) * h_in).sum(-1)  # (K, c, B, D)
     y = y.permute(2, 3, 1, 0).reshape(batch, dim, c * k)[:, :, :length]
-    out = _ss._finish(y, u, D, z, u.dtype)
+    out = _si.finish(y, u, D, z, u.dtype)
     return (out, ends[:, :, -1]) if return_last_state else out
 
 
@@ -232,10 +233,10 @@ def _chunk_loop(dt: torch.Tensor, Af: torch.Tensor, x: torch.Tensor, Cm: torch.T
 def selective_scan_chunked_loop(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                                 initial_state=None, return_last_state=False, chunk: int = 64):
     """The chunked closed form with the loop over chunks kept as an ONNX Loop (for measurement)."""
-    batch, dim, length, n = (int(v) for v in _ss._check_shapes(u, delta, A, initial_state))
-    dt = _ss._discretisation_delta(delta, delta_bias, delta_softplus)
-    Bm = _ss._per_channel(_ss._grouped(B, batch, dim, length, 'B'), dim).transpose(-1, -2)
-    Cm = _ss._per_channel(_ss._grouped(C, batch, dim, length, 'C'), dim).transpose(-1, -2)
+    batch, dim, length, n = (int(v) for v in _si.check_shapes(u, delta, A, initial_state))
+    dt = _si.discretisation_delta(delta, delta_bias, delta_softplus)
+    Bm = _si.per_channel(_si.grouped(B, batch, dim, length, 'B'), dim).transpose(-1, -2)
+    Cm = _si.per_channel(_si.grouped(C, batch, dim, length, 'C'), dim).transpose(-1, -2)
     x = (dt * u.float())[..., None] * Bm  # (B, D, L, N)
     Cm = Cm.expand(batch, dim, length, n)
     pad = -length % chunk
@@ -244,7 +245,7 @@ def selective_scan_chunked_loop(u, delta, A, B, C, D=None, z=None, delta_bias=No
     h0 = (u.new_zeros(batch, dim, n, dtype=torch.float32) if initial_state is None
           else initial_state.float())
     y, last = _chunk_loop(dt, A.float(), x, Cm, h0, chunk)
-    out = _ss._finish(y[:, :, :length], u, D, z, u.dtype)
+    out = _si.finish(y[:, :, :length], u, D, z, u.dtype)
     return (out, last) if return_last_state else out
 
 
@@ -267,7 +268,16 @@ def scan_function(formulation: str = DEFAULT_FORMULATION, chunk: int = DEFAULT_C
 
 @contextlib.contextmanager
 def export_scan(formulation: str = DEFAULT_FORMULATION, chunk: int = DEFAULT_CHUNK,
-                segment_elements: int = SEGMENT_ELEMENTS) -> Iterator[None]:
-    """Route the model's selective scans (in this thread) through an export formulation while tracing."""
-    with _ss.use_backend(scan_function(formulation, chunk, segment_elements)):
-        yield
+                segment_elements: int = SEGMENT_ELEMENTS, model=None) -> Iterator[None]:
+    """Route selective scans through an export formulation while tracing: the model's (its
+    `scan_backend`, restored afterwards) and, for direct `selective_scan` calls, this thread's."""
+    fn = scan_function(formulation, chunk, segment_elements)
+    previous = None if model is None else model.scan_backend
+    if model is not None:
+        model.set_scan_backend(fn)
+    try:
+        with _ss.use_backend(fn):
+            yield
+    finally:
+        if model is not None:
+            model.set_scan_backend(previous)

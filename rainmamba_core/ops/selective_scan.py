@@ -32,7 +32,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rainmamba_core.errors import RainMambaError
+from rainmamba_core.ops.fused_cpu import _NUMBA_ERROR, fused_available, selective_scan_fused
+from rainmamba_core.ops.scan_inputs import SelectiveScanError
+from rainmamba_core.ops.scan_inputs import check_shapes as _check_shapes
+from rainmamba_core.ops.scan_inputs import discretisation_delta as _discretisation_delta
+from rainmamba_core.ops.scan_inputs import finish as _finish
+from rainmamba_core.ops.scan_inputs import grouped as _grouped
+from rainmamba_core.ops.scan_inputs import per_channel as _per_channel
 
 log = logging.getLogger(__name__)
 
@@ -46,79 +52,6 @@ __all__ = [
 BACKENDS = ('auto', 'ref', 'loop', 'chunked', 'fused', 'cuda')
 CUDA_INSTALL_HINT = ('on a CUDA machine run: MAMBA_FORCE_BUILD=TRUE pip install --no-build-isolation '
                      'mamba-ssm causal-conv1d')
-
-
-class SelectiveScanError(RainMambaError, RuntimeError):
-    """A scan backend cannot run with the given inputs or is not available."""
-
-
-# --------------------------------------------------------------------------------------------
-# shared input handling
-# --------------------------------------------------------------------------------------------
-
-def _discretisation_delta(delta: torch.Tensor, delta_bias: torch.Tensor | None,
-                          delta_softplus: bool) -> torch.Tensor:
-    """fp32 step sizes dt: (B, D, L) = softplus?(delta + bias)."""
-    delta = delta.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias.float()[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    return delta
-
-
-def _grouped(M: torch.Tensor, batch: int, dim: int, length: int, name: str) -> torch.Tensor:
-    """Bring B or C into fp32 (B, G, N, L).
-
-    Accepts (B, N, L), (B, G, N, L) with D % G == 0, or a constant (D, N) (expanded as a view to
-    (B, D, N, L), i.e. one group per channel).
-    """
-    M = M.float()
-    if M.dim() == 2:
-        if M.shape[0] != dim:
-            raise SelectiveScanError(f'{name} has shape {tuple(M.shape)}; a constant {name} must be (D={dim}, N)')
-        return M[None, :, :, None].expand(batch, dim, M.shape[1], length)
-    if M.dim() == 3:
-        M = M[:, None]
-    if M.dim() != 4 or M.shape[0] != batch or M.shape[-1] != length or dim % M.shape[1]:
-        raise SelectiveScanError(
-            f'{name} has shape {tuple(M.shape)}; expected (B={batch}, N, L={length}) or (B, G, N, L) with '
-            f'D={dim} divisible by G, or a constant (D, N)')
-    return M
-
-
-def _check_shapes(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
-                  initial_state: torch.Tensor | None) -> tuple[int, int, int, int]:
-    if u.dim() != 3 or delta.shape != u.shape:
-        raise SelectiveScanError(f'u {tuple(u.shape)} and delta {tuple(delta.shape)} must both be (B, D, L)')
-    batch, dim, length = u.shape
-    if A.dim() != 2 or A.shape[0] != dim:
-        raise SelectiveScanError(f'A has shape {tuple(A.shape)}; expected (D={dim}, N)')
-    if A.is_complex():
-        raise SelectiveScanError('complex A is not supported; pass a real (D, N) A')
-    n = A.shape[1]
-    if initial_state is not None and tuple(initial_state.shape) != (batch, dim, n):
-        raise SelectiveScanError(f'initial_state has shape {tuple(initial_state.shape)}; expected '
-                                 f'(B={batch}, D={dim}, N={n})')
-    return batch, dim, length, n
-
-
-def _per_channel(M: torch.Tensor, dim: int) -> torch.Tensor:
-    """(B, G, N, L) -> (B, D, N, L) as a broadcastable view (no copy when G == 1 or G == D)."""
-    groups = M.shape[1]
-    if groups == 1 or groups == dim:
-        return M
-    return M.repeat_interleave(dim // groups, dim=1)
-
-
-def _finish(y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
-            dtype: torch.dtype) -> torch.Tensor:
-    """out = (y + D*u) * silu(z), computed in fp32 and cast to the input dtype."""
-    if D is not None:
-        y = y + u.float() * D.float()[:, None]
-    if z is not None:
-        y = y * F.silu(z.float())
-    return y.to(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,135 +215,6 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
 
 
 # --------------------------------------------------------------------------------------------
-# fused CPU kernel (numba)
-# --------------------------------------------------------------------------------------------
-
-try:  # numba is a hard dependency in setup.py, but keep the module importable without it.
-    import numba as _numba
-    import numpy as _np
-    _NUMBA_ERROR: str | None = None
-except Exception as exc:  # pragma: no cover - depends on the environment
-    _numba = None
-    _np = None
-    _NUMBA_ERROR = f'numba is not importable ({exc}); run: pip install numba'
-
-
-@functools.lru_cache(maxsize=1)
-def _fused_kernel():
-    """Compile (or load from numba's on-disk cache) the fused scan kernel."""
-    if _numba is None:
-        raise SelectiveScanError(f"backend 'fused' is unavailable: {_NUMBA_ERROR}")
-    import math
-
-    @_numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
-    def scan(u, delta, A, Bt, Ct, Dv, z, bias, h0, softplus, has_d, has_z, has_bias, out, last):
-        # u, delta, z, out: (B, D, L); A: (D, N); Bt, Ct: (B, G, L, N) (N contiguous per token);
-        # Dv, bias: (D,); h0, last: (B, D, N). One (b, d) pair per parallel iteration, state in a
-        # length-N scratch vector: nothing of size (B, D, L, N) ever exists.
-        nb, nd, nl = u.shape
-        nn = A.shape[1]
-        per_group = nd // Bt.shape[1]
-        for bd in _numba.prange(nb * nd):
-            b = bd // nd
-            d = bd - b * nd
-            g = d // per_group
-            h = _np.empty(nn, dtype=_np.float32)
-            a = _np.empty(nn, dtype=_np.float32)
-            decay = _np.empty(nn, dtype=_np.float32)
-            for i in range(nn):
-                h[i] = h0[b, d, i]
-                a[i] = A[d, i]
-            for t in range(nl):
-                dt = delta[b, d, t]
-                if has_bias:
-                    dt = dt + bias[d]
-                if softplus:
-                    # torch.nn.functional.softplus with its default threshold of 20
-                    dt = dt if dt > 20.0 else _np.float32(math.log1p(math.exp(dt)))
-                ut = u[b, d, t]
-                x = dt * ut
-                # The exps get their own loop: it has no loop-carried dependency, so LLVM can
-                # pipeline/vectorise it (measured 2x faster than exp inside the recurrence loop).
-                for i in range(nn):
-                    decay[i] = _np.exp(dt * a[i])
-                acc = _np.float32(0.0)
-                for i in range(nn):
-                    h[i] = decay[i] * h[i] + x * Bt[b, g, t, i]
-                    acc += h[i] * Ct[b, g, t, i]
-                if has_d:
-                    acc += Dv[d] * ut
-                if has_z:
-                    zt = z[b, d, t]
-                    acc = acc * (zt / (_np.float32(1.0) + _np.float32(math.exp(-zt))))
-                out[b, d, t] = acc
-            for i in range(nn):
-                last[b, d, i] = h[i]
-
-    return scan
-
-
-def fused_available() -> bool:
-    """True when the fused CPU kernel can run (numba importable)."""
-    return _numba is not None
-
-
-def _f32(x: torch.Tensor | None, shape: tuple[int, ...] = ()):
-    """Contiguous fp32 numpy view of x, or zeros of `shape` standing in for an absent input."""
-    if x is None:
-        return _np.zeros(shape, dtype=_np.float32)
-    return x.detach().to(torch.float32).contiguous().numpy()
-
-
-def _selective_scan_fused_grad(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
-                               return_last_state):
-    """Differentiable fused path: numba forward/backward kernels for the recurrence
-    (rainmamba_core/ops/fused_autograd.py), discretisation, D and z in PyTorch."""
-    from rainmamba_core.ops.fused_autograd import fused_scan_core
-    batch, dim, length, n = _check_shapes(u, delta, A, initial_state)
-    if B.dim() == 4 or C.dim() == 4 or B.dim() == 2:
-        raise SelectiveScanError("backend 'fused' with gradients supports per-token B, C of shape "
-                                 "(B, N, L) only; use backend='ref' for grouped or constant B/C")
-    dt = _discretisation_delta(delta, delta_bias, delta_softplus)
-    h0 = initial_state if initial_state is not None else u.new_zeros(batch, dim, n, dtype=torch.float32)
-    y, last = fused_scan_core(u, dt, A, B, C, h0)
-    out = _finish(y, u, D, z, u.dtype)
-    return (out, last) if return_last_state else out
-
-
-def selective_scan_fused(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                         initial_state=None, return_last_state=False):
-    """Fused CPU scan (numba, parallel over B*D), fp32 arithmetic. Without gradients one kernel
-    does everything; when a gradient is required, numba forward + backward kernels run the
-    recurrence inside a torch.autograd.Function (per-token B, C only).
-
-    fp16/bf16 inputs are upcast to fp32 and the output cast back. The first call compiles the
-    kernel (a few seconds) or loads it from numba's cache (``__pycache__`` or NUMBA_CACHE_DIR).
-
-    Raises:
-        SelectiveScanError: tensors not on the CPU, a gradient required, or numba missing.
-    """
-    tensors = [t for t in (u, delta, A, B, C, D, z, delta_bias, initial_state) if t is not None]
-    if any(t.device.type != 'cpu' for t in tensors):
-        raise SelectiveScanError("backend 'fused' runs on CPU tensors only; use backend='cuda' or 'ref' "
-                                 'for tensors on another device')
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return _selective_scan_fused_grad(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                          initial_state, return_last_state)
-    kernel = _fused_kernel()
-    batch, dim, length, n = _check_shapes(u, delta, A, initial_state)
-    # (B, G, N, L) -> (B, G, L, N): the kernel reads all N values of one token contiguously.
-    Bt = _grouped(B, batch, dim, length, 'B').transpose(-1, -2).contiguous().numpy()
-    Ct = _grouped(C, batch, dim, length, 'C').transpose(-1, -2).contiguous().numpy()
-    out = _np.empty((batch, dim, length), dtype=_np.float32)
-    last = _np.empty((batch, dim, n), dtype=_np.float32)
-    kernel(_f32(u), _f32(delta), _f32(A), Bt, Ct, _f32(D, (dim,)), _f32(z, (1, 1, 1)),
-           _f32(delta_bias, (dim,)), _f32(initial_state, (batch, dim, n)),
-           bool(delta_softplus), D is not None, z is not None, delta_bias is not None, out, last)
-    result = torch.from_numpy(out).to(u.dtype)
-    return (result, torch.from_numpy(last)) if return_last_state else result
-
-
-# --------------------------------------------------------------------------------------------
 # CUDA kernel (mamba_ssm) + closed-form h0
 # --------------------------------------------------------------------------------------------
 
@@ -486,9 +290,9 @@ def _validate(name: str) -> str:
 
 
 def set_default_backend(name: str) -> None:
-    """Set the process-wide backend for `selective_scan` calls that pass no `backend` (the model's
-    calls do not), e.g. the Derainer choosing 'fused' or 'chunked'. `use_backend` overrides it
-    per thread."""
+    """Set the process-wide backend for direct `selective_scan` calls that pass no `backend`.
+    `use_backend` overrides it per thread. Models do not read it: a RainMamba carries its own
+    choice (`RainMamba.set_scan_backend`, `from_checkpoint(..., scan_backend=...)`)."""
     global _global_default
     _global_default = _validate(name)
 
@@ -500,12 +304,11 @@ def default_backend() -> str | Callable:
 
 @contextlib.contextmanager
 def use_backend(backend: str | Callable) -> Iterator[None]:
-    """Context manager selecting the scan backend for calls in this thread, e.g.
-    ``with use_backend('fused'): model(x)``.
+    """Context manager selecting the scan backend for direct `selective_scan` calls in this
+    thread that pass no `backend`, e.g. ``with use_backend('fused'): selective_scan(...)``.
 
-    `backend` is a registered name or a callable with `selective_scan_ref`'s signature: a
-    formulation with its own options (the ONNX export's blocked scan with a chunk length) runs
-    under the model's unchanged calls this way, in this thread only.
+    `backend` is a registered name or a callable with `selective_scan_ref`'s signature (a
+    formulation with its own options). A model's calls pass the model's own choice instead.
     """
     if not callable(backend):
         backend = _validate(backend)
@@ -561,15 +364,20 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
     Args:
         (as `selective_scan_ref`)
-        backend: 'auto' | 'ref' | 'loop' | 'chunked' | 'fused' | 'cuda'; None uses
-            `default_backend()` (set by `set_default_backend` / `use_backend`, initially 'auto').
-            An explicit name runs exactly that backend or raises `SelectiveScanError`.
+        backend: 'auto' | 'ref' | 'loop' | 'chunked' | 'fused' | 'cuda', or a callable with this
+            signature (an export formulation); None uses `default_backend()` (set by
+            `set_default_backend` / `use_backend`, initially 'auto'). An explicit name runs
+            exactly that backend or raises `SelectiveScanError`. The model passes its own
+            choice (`RainMamba.scan_backend`), so those defaults serve direct calls only.
 
     Returns:
         out: (B, D, L) [, last_state: (B, D, N) fp32].
     """
-    name = _validate(backend) if backend is not None else default_backend()
-    if callable(name):  # a `use_backend(callable)` block
+    if backend is None:
+        name = default_backend()
+    else:
+        name = backend if callable(backend) else _validate(backend)
+    if callable(name):  # a formulation with its own options (the model's, or a `use_backend` block)
         return name(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, return_last_state)
     if name == 'auto':
         tensors = [t for t in (u, delta, A, B, C, D, z, delta_bias, initial_state) if t is not None]
