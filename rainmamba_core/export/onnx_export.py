@@ -161,9 +161,9 @@ def _register_symbolics(opset: int) -> None:
 
 
 @contextlib.contextmanager
-def tracing_patches(formulation: str, chunk: int) -> Iterator[None]:
+def tracing_patches(formulation: str, chunk: int, model: RainMamba | None = None) -> Iterator[None]:
     """Everything that must hold while the model is traced for export (see the module docstring)."""
-    with export_scan_mod.export_scan(formulation, chunk), warnings.catch_warnings():
+    with export_scan_mod.export_scan(formulation, chunk, model=model), warnings.catch_warnings():
         warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
         warnings.filterwarnings('ignore', message='.*Converting a tensor to a Python.*')
         # torch's ONNX shape inference warns once per node about inputs it cannot type; noise here.
@@ -192,7 +192,7 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp.onnx')
     os.close(fd)
     try:
-        with tracing_patches(formulation, chunk), torch.no_grad():
+        with tracing_patches(formulation, chunk, getattr(module, 'model', None)), torch.no_grad():
             torch.onnx.export(module, args, tmp, dynamo=False, opset_version=opset, do_constant_folding=True,
                               input_names=input_names, output_names=output_names)
         onnx.checker.check_model(tmp)

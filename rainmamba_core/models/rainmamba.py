@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,11 @@ import torch.nn.functional as F
 
 from rainmamba_core.errors import RainMambaError
 from rainmamba_core.models.config import RainMambaConfig
+from rainmamba_core.modules.bimamba import BiMamba
 from rainmamba_core.modules.blocks import MambaLayer
 from rainmamba_core.modules.convnext import ConvNeXt, ProjectionHead
 from rainmamba_core.modules.temporal import causal_time_apply, step_conv3d, step_conv_transpose3d
+from rainmamba_core.ops.selective_scan import BACKENDS, SelectiveScanError
 from rainmamba_core.paths import DEFAULT_MODEL
 from rainmamba_core.safe_load import safe_load
 
@@ -94,7 +97,7 @@ def _mirror_pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
 class RainMamba(nn.Module):
     """RainMamba generator. `model(clip)` maps (B, T, 3, H, W) in [0, 1] to the same shape."""
 
-    def __init__(self, config: RainMambaConfig | None = None):
+    def __init__(self, config: RainMambaConfig | None = None, scan_backend: str | Callable = 'auto'):
         super().__init__()
         self.config = cfg = config or RainMambaConfig.official()
         nf = cfg.num_features
@@ -125,6 +128,26 @@ class RainMamba(nn.Module):
         self.stage_low = [n for i in range(cfg.blocks_low) for n in pair(f'MambaBlockLowRes{i + 1}', 2 * nf)]
         self.stage_high2 = [n for i in range(cfg.blocks_high2)
                             for n in pair(f'MambaBlock{cfg.blocks_high1 + i + 1}', nf)]
+        self.set_scan_backend(scan_backend)
+
+    @property
+    def scan_backend(self) -> str | Callable:
+        """The selective-scan backend of every mixer ('auto' unless set)."""
+        return self._scan_backend
+
+    def set_scan_backend(self, backend: str | Callable) -> 'RainMamba':
+        """Choose the selective-scan backend the model's mixers use: 'auto' (default: CUDA kernel,
+        else the fused CPU kernels, else the reference; logged once), a name of
+        `rainmamba_core.ops.selective_scan.BACKENDS`, or a callable with `selective_scan_ref`'s
+        signature (the ONNX export's formulations). Returns the model."""
+        if not callable(backend) and backend not in BACKENDS:
+            raise SelectiveScanError(f"unknown selective-scan backend '{backend}'; expected one of "
+                                     f"{', '.join(BACKENDS)}")
+        self._scan_backend = backend
+        for module in self.modules():
+            if isinstance(module, BiMamba):
+                module.scan_backend = backend
+        return self
 
     # ------------------------------------------------------------------ building blocks
     def _encode(self, clip: torch.Tensor) -> torch.Tensor:
@@ -332,14 +355,15 @@ class RainMamba(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, config: RainMambaConfig | None = None,
-                        map_location: str | torch.device = 'cpu') -> 'RainMamba':
+                        map_location: str | torch.device = 'cpu', scan_backend: str = 'auto') -> 'RainMamba':
         """Load our checkpoints (config stored inside) or the authors' MMEditing checkpoints.
 
         Loading is strict: missing, unexpected or mis-shaped keys are refused with all of them listed.
+        `scan_backend` is the model's selective-scan backend (see `set_scan_backend`).
         """
         state_dict, stored_config = read_checkpoint(path, map_location)
         cfg = config or stored_config or RainMambaConfig.official()
-        model = cls(cfg)
+        model = cls(cfg, scan_backend=scan_backend)
         model.load_state_dict_strict(state_dict, source=str(path))
         return model.to(map_location) if str(map_location) != 'cpu' else model
 

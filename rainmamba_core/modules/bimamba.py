@@ -16,6 +16,7 @@ x_proj_b, dt_proj_b, A_b_log and D_b. Outputs of the two directions are summed b
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,14 +24,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rainmamba_core.ops import fused_tokens
-from rainmamba_core.ops.selective_scan import default_backend, selective_scan
+from rainmamba_core.ops.selective_scan import selective_scan
 
 # (conv tail, ssm state) of the forward direction, or None for a zero start.
 MixerState = dict[str, torch.Tensor]
 
 
 class BiMamba(nn.Module):
-    """Bidirectional Mamba mixer; parameter names match the authors' checkpoints."""
+    """Bidirectional Mamba mixer; parameter names match the authors' checkpoints.
+
+    `scan_backend` is the selective-scan backend its scans use ('auto' or a name of
+    `rainmamba_core.ops.selective_scan.BACKENDS`, or a callable formulation); the model sets it
+    on every mixer (`RainMamba.set_scan_backend`).
+    """
+
+    scan_backend: str | Callable = 'auto'
 
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2):
         super().__init__()
@@ -88,7 +96,7 @@ class BiMamba(nn.Module):
         A = -torch.exp(A_log.float())
         res = selective_scan(xc, dt, A, Bm.transpose(1, 2), Cm.transpose(1, 2), D.float(), z=z,
                              delta_bias=dt_proj.bias.float(), delta_softplus=True,
-                             initial_state=h0, return_last_state=want_state)
+                             initial_state=h0, return_last_state=want_state, backend=self.scan_backend)
         if not want_state:
             return res, None, None
         y, last = res
@@ -191,8 +199,8 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def token_major_available(hidden: torch.Tensor, module: nn.Module) -> bool:
     """True when the mixer may run through the token-major fused kernels: CPU fp32 inference (no
-    gradient wanted, not tracing for export), numba importable, and the scan backend in effect
-    is 'auto' or 'fused' (an explicit 'ref'/'chunked'/... or an export formulation keeps the
+    gradient wanted, not tracing for export), numba importable, and the mixer's scan backend is
+    'auto' or 'fused' (an explicit 'ref'/'chunked'/... or an export formulation keeps the
     reference path, which is what those choices are for)."""
     if hidden.device.type != 'cpu' or hidden.dtype != torch.float32 or not fused_tokens.available():
         return False
@@ -200,4 +208,5 @@ def token_major_available(hidden: torch.Tensor, module: nn.Module) -> bool:
         return False
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
-    return default_backend() in ('auto', 'fused')
+    backend = getattr(module, 'scan_backend', 'auto')
+    return isinstance(backend, str) and backend in ('auto', 'fused')
