@@ -163,6 +163,9 @@ class OnnxBackend:
         # The scan's decays underflow through the denormal range; x86 arithmetic on denormals is
         # slow, and flushing them to zero changes values below 1.2e-38 only.
         options.add_session_config_entry('session.set_denormal_as_zero', '1')
+        # Idle intra-op threads sleep instead of spinning: between camera frames a spinning pool
+        # burns the cores the rest of the robot (and this node's other stages) need.
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         self.session = ort.InferenceSession(str(self.path), options, providers=chosen)
         check_against_graph(self.meta, [(i.name, i.shape) for i in self.session.get_inputs()],
                             [(o.name, o.shape) for o in self.session.get_outputs()])
