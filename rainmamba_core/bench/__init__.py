@@ -125,6 +125,20 @@ def _memory_section(args: argparse.Namespace) -> Any:
     return rows
 
 
+def _speed_section(args: argparse.Namespace) -> Any:
+    # the streaming step side by side with the code before the speed work and ONNX Runtime
+    from rainmamba_core.bench import speed
+    ns = argparse.Namespace(sizes='320x240,640x480', frames=args.speed_frames, weights=args.model or speed.DEFAULT_MODEL,
+                            reference=speed.REFERENCE_REV, no_onnx=False, threads=args.threads or 2,
+                            memory_frames=0, memory_size='160x120', json=None)
+    return speed.run(ns)
+
+
+def _speed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--speed-frames', type=int, default=4,
+                        help='timed rounds per size of the side-by-side speed section')
+
+
 def _scan_section(args: argparse.Namespace) -> Any:
     from rainmamba_core.bench.scan import benchmark_scan_backends, format_table
     rows = benchmark_scan_backends(repeats=3)
@@ -133,6 +147,7 @@ def _scan_section(args: argparse.Namespace) -> Any:
 
 
 SECTIONS: tuple[Section, ...] = (
+    Section('speed', 'speed', _speed_section, _speed_arguments),
     Section('stream', 'stream_vs_window', _stream_section),
     Section('memory', 'memory', _memory_section),
     Section('scan', 'scan', _scan_section),
@@ -142,10 +157,11 @@ SECTIONS: tuple[Section, ...] = (
 def add_arguments(parser: argparse.ArgumentParser, sections: Sequence[Section] = SECTIONS) -> None:
     parser.add_argument('--model', default=None, help='checkpoint (default: the bundled tiny causal model)')
     parser.add_argument('--json', type=Path, default=None, help='write the results here')
-    parser.add_argument('--frames', type=int, default=10, help='timed frames per mode and size')
+    parser.add_argument('--frames', type=int, default=3, help='timed frames per mode and size')
     parser.add_argument('--window', type=int, default=5, help='window length T of windowed mode')
-    parser.add_argument('--sizes', default='256x256,640x480', help='WxH list for streaming vs windowed')
-    parser.add_argument('--memory-frames', default='100,2000', help='stream lengths at which RSS is read')
+    parser.add_argument('--sizes', default='256x256', help='WxH list for streaming vs windowed')
+    parser.add_argument('--memory-frames', default='100,300',
+                        help='stream lengths at which RSS is read (the documented run: 100,2000)')
     parser.add_argument('--memory-size', default='160x120', help='WxH of the long memory stream')
     parser.add_argument('--skip', default='',
                         help=f'comma list of sections to skip: {",".join(s.name for s in sections)}')
@@ -172,6 +188,7 @@ def run(args: argparse.Namespace, sections: Sequence[Section] = SECTIONS) -> int
     for section in sections:
         if section.name in skip:
             continue
+        print(f'[bench {time.strftime("%H:%M:%S")}] {section.name}', flush=True)  # say what it is doing
         try:
             out = section.run(args)
         except ImportError as exc:  # an optional dependency (numba, rclpy, ...) is missing
