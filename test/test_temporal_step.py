@@ -48,3 +48,20 @@ def test_new_cache_is_a_view_and_steps_again():
                     weight, padding=(0, 1, 1))[:, :, 0]
     assert torch.allclose(y2, want, **TOL)
     assert c2.shape == (1, 4, 2, 6, 6)
+
+
+def test_fused_depthwise_step_equals_conv3d_and_carries_cache():
+    np = pytest.importorskip('numpy')
+    fused_tokens = pytest.importorskip('rainmamba_core.ops.fused_tokens')
+    if not fused_tokens.available():
+        pytest.skip('numba missing')
+    torch.manual_seed(2)
+    cache, frame = torch.randn(2, 5, 2, 7, 9), torch.randn(2, 5, 1, 7, 9)
+    weight, bias = torch.randn(5, 1, 3, 3, 3), torch.randn(5)
+    want = F.conv3d(torch.cat([cache, frame], 2), weight, bias, padding=(0, 1, 1), groups=5)[:, :, 0]
+    out, new = np.empty((2, 7, 9, 5), np.float32), np.empty((2, 7, 9, 5, 2), np.float32)
+    fused_tokens.dwconv3_step(frame[:, :, 0].permute(0, 2, 3, 1).contiguous().numpy(),
+                              cache.permute(0, 3, 4, 1, 2).numpy(), weight[:, 0].contiguous().numpy(), bias.numpy(),
+                              out, new)
+    assert torch.allclose(torch.from_numpy(out).permute(0, 3, 1, 2), want, **TOL)
+    assert torch.equal(torch.from_numpy(new).permute(0, 3, 4, 1, 2), torch.cat([cache[:, :, 1:], frame], 2))

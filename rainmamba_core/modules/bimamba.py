@@ -197,16 +197,22 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().contiguous().numpy()
 
 
+def fused_inference_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """The fused CPU kernels may replace PyTorch ops here: fp32 CPU tensors, no gradient wanted,
+    not tracing for export, numba importable."""
+    if x.device.type != 'cpu' or x.dtype != torch.float32 or not fused_tokens.available():
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False
+    return not (torch.jit.is_tracing() or torch.jit.is_scripting())
+
+
 def token_major_available(hidden: torch.Tensor, module: nn.Module) -> bool:
     """True when the mixer may run through the token-major fused kernels: CPU fp32 inference (no
     gradient wanted, not tracing for export), numba importable, and the mixer's scan backend is
     'auto' or 'fused' (an explicit 'ref'/'chunked'/... or an export formulation keeps the
     reference path, which is what those choices are for)."""
-    if hidden.device.type != 'cpu' or hidden.dtype != torch.float32 or not fused_tokens.available():
-        return False
-    if torch.is_grad_enabled() and (hidden.requires_grad or module.in_proj.weight.requires_grad):
-        return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
+    if not fused_inference_ok(hidden, module.in_proj.weight):
         return False
     backend = getattr(module, 'scan_backend', 'auto')
     return isinstance(backend, str) and backend in ('auto', 'fused')

@@ -15,11 +15,13 @@ Token layout everywhere: (B, L, C) in (T, H, W) raster order, i.e. frame-major.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rainmamba_core.modules.bimamba import BiMamba
+from rainmamba_core.modules.bimamba import BiMamba, fused_inference_ok
+from rainmamba_core.ops import fused_tokens
 from rainmamba_core.modules.temporal import causal_time_apply, step_conv3d
 
 State = dict[str, torch.Tensor]
@@ -40,6 +42,15 @@ class DWConv(nn.Module):
             # tokens go in and come out without a layout copy (modules/temporal.py).
             if cache is None:
                 cache = x.new_zeros(batch, channels, 2, height, width)
+            if fused_inference_ok(x, self.dwconv.weight):  # one numba pass: conv + cache update
+                out = np.empty((batch, height, width, channels), dtype=np.float32)
+                new = np.empty((batch, height, width, channels, 2), dtype=np.float32)
+                fused_tokens.dwconv3_step(x.view(batch, height, width, channels).numpy(),
+                                          cache.permute(0, 3, 4, 1, 2).numpy(),
+                                          self.dwconv.weight.detach()[:, 0].contiguous().numpy(),
+                                          self.dwconv.bias.detach().numpy(), out, new)
+                new_cache = torch.from_numpy(new).permute(0, 3, 4, 1, 2)  # (B, Hd, 2, H, W) view
+                return torch.from_numpy(out).view(batch, height * width, channels), (new_cache if want_cache else None)
             y, new_cache = step_conv3d(x.view(batch, height, width, channels), cache, self.dwconv.weight,
                                        self.dwconv.bias, padding=1, groups=channels)
             y = y.permute(0, 2, 3, 1).reshape(batch, height * width, channels)  # (B, L, Hd), free

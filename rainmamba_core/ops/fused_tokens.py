@@ -281,3 +281,37 @@ def scan_channel_major(u, delta, A, B, C, D, z, delta_bias, initial_state, rever
          tok(C), D.detach().float().contiguous().numpy(), tok(z), h0, True, reverse, seg or max(length, 1), False,
          out, last)
     return torch.from_numpy(out).transpose(1, 2), torch.from_numpy(last)
+
+
+@_jit(parallel=True, nogil=True)
+def dwconv3_step(x, cache, weight, bias, out, new_cache):
+    """One causal step of the MLP's depthwise 3x3x3 conv, channels-last, with its cache update.
+
+    x: (B, H, W, C) the new frame; cache: (B, H, W, C, 2) the previous two frames (any strides);
+    weight: (C, 3, 3, 3) as (t, dy, dx); bias: (C,); out: (B, H, W, C); new_cache: (B, H, W, C, 2)
+    receives (cache frame 1, x). Zero padding in space; one pass instead of stacking the three
+    frames (a copy) and a grouped conv over them."""
+    nb, nh, nw, nc = x.shape
+    wt = np.ascontiguousarray(weight.transpose(1, 2, 3, 0))  # (3, 3, 3, C): channel-contiguous taps
+    for job in _numba.prange(nb * nh):
+        b = job // nh
+        y = job - b * nh
+        acc = np.empty(nc, dtype=np.float32)
+        for xx in range(nw):
+            for c in range(nc):
+                acc[c] = bias[c]
+            for dy in range(3):
+                yy = y + dy - 1
+                if yy < 0 or yy >= nh:
+                    continue
+                for dx in range(3):
+                    xs = xx + dx - 1
+                    if xs < 0 or xs >= nw:
+                        continue
+                    for c in range(nc):
+                        acc[c] += (wt[0, dy, dx, c] * cache[b, yy, xs, c, 0] + wt[1, dy, dx, c] * cache[b, yy, xs, c, 1]
+                                   + wt[2, dy, dx, c] * x[b, yy, xs, c])
+            for c in range(nc):
+                out[b, y, xx, c] = acc[c]
+                new_cache[b, y, xx, c, 0] = cache[b, y, xx, c, 1]
+                new_cache[b, y, xx, c, 1] = x[b, y, xx, c]
