@@ -168,7 +168,8 @@ def _memory(worker: Worker, work: Path, size: tuple[int, int], count: int) -> di
             rows.append({'frames': done, 'rss_mb': round(reply['rss_mb'], 1)})
             _say(f'memory: {done} frames, RSS {reply["rss_mb"]:.0f} MB')
     first = rows[0]['rss_mb']
-    return {'size': f'{width}x{height}', 'rows': rows, 'growth_pct': round((rows[-1]['rss_mb'] - first) / first * 100, 2)}
+    growth = round((rows[-1]['rss_mb'] - first) / first * 100, 2)
+    return {'size': f'{width}x{height}', 'rows': rows, 'growth_pct': growth}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -187,7 +188,8 @@ def format_table(result: dict[str, Any]) -> str:
                  f"{result['threads']} threads; load average {result['machine']['load_avg_start'][0]:.1f} at start)")
     if 'memory' in result:
         m = result['memory']
-        lines.append(f"memory ({m['size']}): " + ', '.join(f"{r['frames']} frames {r['rss_mb']:.0f} MB" for r in m['rows'])
+        marks = ', '.join(f"{r['frames']} frames {r['rss_mb']:.0f} MB" for r in m['rows'])
+        lines.append(f"memory ({m['size']}): " + marks
                      + f" -> growth {m['growth_pct']:+.1f} %")
     return '\n'.join(lines)
 

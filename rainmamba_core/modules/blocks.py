@@ -21,8 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rainmamba_core.modules.bimamba import BiMamba, fused_inference_ok
-from rainmamba_core.ops import fused_tokens
 from rainmamba_core.modules.temporal import causal_time_apply, step_conv3d
+from rainmamba_core.ops import fused_tokens
 
 State = dict[str, torch.Tensor]
 

@@ -15,7 +15,6 @@ import torch
 
 from rainmamba_core.ops.scan_inputs import SelectiveScanError, check_shapes, discretisation_delta, finish, grouped
 
-
 try:  # numba is a hard dependency in setup.py, but keep the module importable without it.
     import numba as _numba
     import numpy as _np
