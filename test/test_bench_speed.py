@@ -22,13 +22,14 @@ def _has_reference() -> bool:
 @pytest.mark.skipif(not _has_reference(), reason='needs git, the repository history (28443b7) and the bundled model')
 def test_side_by_side_rows_table_and_json(tmp_path, capsys):
     args = type('Args', (), dict(sizes='64x48', frames=1, weights=DEFAULT_MODEL, reference=bench_speed.REFERENCE_REV,
-                                 no_onnx=True, threads=1, memory_frames=3, memory_size='64x48',
+                                 no_onnx=False, threads=1, memory_frames=3, memory_size='64x48',
                                  json=tmp_path / 'speed.json'))()
     result = bench_speed.run(args)
     row = result['rows'][0]
     assert row['size'] == '64x48' and row['this_ms'] > 0 and row[f'{bench_speed.REFERENCE_REV}_ms'] > 0
     # Same weights, same frames: this checkout's step equals the reference revision's (fp32 rounding).
     assert row[f'rel_diff_vs_{bench_speed.REFERENCE_REV}'] < 1e-5
+    assert row['rel_diff_ort'] < 1e-4 and row['onnxruntime_ms'] > 0  # the exported step runs beside them
     assert [r['frames'] for r in result['memory']['rows']] == [3]
     out = capsys.readouterr().out
     assert 'speed-up vs' in out and 'memory (64x48)' in out

@@ -37,6 +37,10 @@ def main() -> int:
     parser.add_argument('--threads', type=int, default=0)
     parser.add_argument('--workdir', default='/tmp')
     args = parser.parse_args()
+    # Run as a script, Python put this file's folder first on sys.path, and it holds modules named
+    # like packages (bench/onnx.py would shadow onnx): drop it, then put the chosen tree first.
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or '.').resolve() != here]
     sys.path.insert(0, args.tree)
     import numpy as np
     import torch
