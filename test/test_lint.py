@@ -22,3 +22,11 @@ def test_ruff_finds_nothing() -> None:
     assert 'No module named ruff' not in res.stderr, (
         'ruff is not installed: run scripts/setup_env.sh (setup.py test extra pins it)')
     assert res.returncode == 0, f'ruff findings (fix them or run `ruff check --fix`):\n{res.stdout}{res.stderr}'
+
+
+def test_no_module_of_the_two_packages_is_over_500_lines() -> None:
+    """Issue 17's size bound: a module that grows past it is split by concern, as replay/ was."""
+    long = {str(p.relative_to(ROOT)): n for pkg in ('rainmamba_core', 'rainmamba_ros')
+            for p in sorted((ROOT / pkg).rglob('*.py'))
+            if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, f'modules over 500 lines (split them by concern): {long}'

@@ -5,7 +5,7 @@ chunks.
 
 The exported graph must start the scan from the carried state h0 and run fast in ONNX Runtime
 without stepping token by token through an ONNX Loop. Three formulations are kept here so that
-`rainmamba_core.export.bench --scan` can measure them side by side (docs/onnx.md has the numbers):
+`python -m rainmamba_core.bench.onnx --scan-sweep` measures them side by side (docs/onnx.md has the numbers):
 
 * ``blocked`` (the default for export): a two-level blocked scan. The L tokens are cut into c
   chunks of K. Pass 1 runs the recurrence inside *all chunks at once*: K serial multiply-adds on

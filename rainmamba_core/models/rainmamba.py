@@ -292,7 +292,7 @@ class RainMamba(nn.Module):
     def init_state(self, batch: int, height: int, width: int, device=None, dtype=torch.float32) -> State:
         """Zero stream state for frames of size height x width (causal models only).
 
-        The state is a flat dict of named tensors (movable with `state_to`, exportable).
+        The state is a flat dict of named tensors (each tensor movable with `.to()`, exportable).
         """
         if not self.config.causal:
             raise ValueError('init_state/step need a causal model (RainMambaConfig(causal=True)); official '

@@ -43,7 +43,7 @@ from rainmamba_core.ops.scan_inputs import per_channel as _per_channel
 log = logging.getLogger(__name__)
 
 __all__ = [
-    'BACKENDS', 'SelectiveScanError', 'apply_initial_state_correction', 'available_backends',
+    'BACKENDS', 'SelectiveScanError', 'apply_initial_state_correction',
     'default_backend', 'fused_available', 'selective_scan', 'selective_scan_chunked',
     'selective_scan_fused', 'selective_scan_loop', 'selective_scan_ref', 'set_default_backend',
     'use_backend',
@@ -346,16 +346,6 @@ def _auto_choice(tensors: list[torch.Tensor]) -> str:
         return 'ref'
     _log_once('fused', 'CPU tensors' + (' (differentiable kernels)' if needs_grad else ''))
     return 'fused'
-
-
-def available_backends() -> list[str]:
-    """Backends that can run in this process (cuda only when mamba_ssm's kernel imports and a GPU exists)."""
-    names = ['ref', 'loop', 'chunked']
-    if fused_available():
-        names.append('fused')
-    if torch.cuda.is_available() and _cuda_kernel()[0] is not None:
-        names.append('cuda')
-    return names
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,

@@ -1,7 +1,7 @@
 """Stream-state helpers. A stream state is a flat dict {name: tensor} whose first axis is the batch.
 
 Functional: every helper returns new tensors and leaves its inputs untouched, so a state can be
-kept, compared, exported to ONNX or moved between devices freely.
+kept, compared, exported to ONNX or moved between devices (``{k: v.to(device)}``) freely.
 """
 from __future__ import annotations
 
@@ -10,15 +10,6 @@ from collections.abc import Sequence
 import torch
 
 State = dict[str, torch.Tensor]
-
-
-def state_to(state: State, device=None, dtype: torch.dtype | None = None) -> State:
-    """Move a state to a device; float tensors other than SSM states may change dtype."""
-    out = {}
-    for k, v in state.items():
-        keep = k.endswith('.ssm') or dtype is None  # SSM states stay fp32 (they accumulate)
-        out[k] = v.to(device=device, dtype=None if keep else dtype)
-    return out
 
 
 def cat_states(states: Sequence[State]) -> State:
@@ -54,7 +45,3 @@ def state_is_finite(state: State) -> torch.Tensor:
         # state tensor each frame (flattening the bool result copies a quarter of that at most)
         ok &= torch.isfinite(v).flatten(1).all(dim=1)
     return ok
-
-
-def state_nbytes(state: State) -> int:
-    return sum(v.numel() * v.element_size() for v in state.values())
