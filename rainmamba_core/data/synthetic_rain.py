@@ -174,24 +174,6 @@ def streak_kernel(length: float, width: float, angle_deg: float, profile: float 
     """
     if not 0.0 <= profile <= 1.0:
         raise RainError(f'streak_kernel: profile={profile!r}: expected in [0, 1]')
-    soft = _soft_streak(length, width, angle_deg) if profile < 1.0 else None
-    if profile <= 0.0:
-        return soft
-    half = int(np.ceil(length / 2 + 2 * width)) + 1
-    ys, xs = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
-    a = np.deg2rad(angle_deg)
-    along = xs * np.sin(a) + ys * np.cos(a)
-    across = -xs * np.cos(a) + ys * np.sin(a)
-    # coverage of each pixel by a bar (area-like anti-aliasing at the edges)
-    sharp = (np.clip(width / 2 + 0.5 - np.abs(across), 0.0, 1.0)
-             * np.clip(length / 2 + 0.5 - np.abs(along), 0.0, 1.0)).astype(np.float32)
-    if soft is None:
-        return sharp
-    return ((1.0 - profile) * soft + profile * sharp).astype(np.float32)
-
-
-def _soft_streak(length: float, width: float, angle_deg: float) -> np.ndarray:
-    """The soft streak of :func:`streak_kernel` (profile 0)."""
     half = int(np.ceil(length / 2 + 2 * width)) + 1
     ys, xs = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
     a = np.deg2rad(angle_deg)
@@ -199,13 +181,24 @@ def _soft_streak(length: float, width: float, angle_deg: float) -> np.ndarray:
     ux, uy = np.sin(a), np.cos(a)
     along = xs * ux + ys * uy
     across = -xs * uy + ys * ux
-    sigma = max(width, 0.5) / 2.355
-    profile = np.exp(-0.5 * (across / sigma) ** 2)
-    # a drop is brighter at its head (leading end) than at its tail: a linear ramp
-    t = np.clip(along / max(length / 2, 0.5), -1.0, 1.0)
-    taper = np.where(np.abs(along) <= length / 2, 0.55 + 0.45 * t, 0.0)
-    edge = np.clip((length / 2 + 1.0 - np.abs(along)), 0.0, 1.0)  # anti-aliased ends
-    return (profile * np.maximum(taper, 0) * edge).astype(np.float32)
+    soft = sharp = None
+    if profile < 1.0:
+        sigma = max(width, 0.5) / 2.355
+        gauss = np.exp(-0.5 * (across / sigma) ** 2)
+        # a drop is brighter at its head (leading end) than at its tail: a linear ramp
+        t = np.clip(along / max(length / 2, 0.5), -1.0, 1.0)
+        taper = np.where(np.abs(along) <= length / 2, 0.55 + 0.45 * t, 0.0)
+        edge = np.clip((length / 2 + 1.0 - np.abs(along)), 0.0, 1.0)  # anti-aliased ends
+        soft = (gauss * np.maximum(taper, 0) * edge).astype(np.float32)
+    if profile > 0.0:
+        # coverage of each pixel by a bar (area-like anti-aliasing at the edges)
+        sharp = (np.clip(width / 2 + 0.5 - np.abs(across), 0.0, 1.0)
+                 * np.clip(length / 2 + 0.5 - np.abs(along), 0.0, 1.0)).astype(np.float32)
+    if sharp is None:
+        return soft
+    if soft is None:
+        return sharp
+    return ((1.0 - profile) * soft + profile * sharp).astype(np.float32)
 
 
 class RainGenerator:
