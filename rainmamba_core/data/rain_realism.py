@@ -28,9 +28,10 @@ import numpy as np
 from .synthetic_rain import RainError, RainParams
 
 # Base looks drawn by `random_rain` when no preset is asked for, with their weights: the
-# NTURain-style compositing look and light rain are common in recorded video; storms are rarer.
-RANDOM_BASES: dict[str, float] = {'drizzle': 0.08, 'nturain': 0.25, 'light': 0.17, 'sharp': 0.15,
-                                  'moderate': 0.17, 'heavy': 0.12, 'storm': 0.06}
+# compositing looks (NTURain-style long faint streaks, and the dense screen-blended 'composite'
+# look measured on NTURain's a2) and light rain are common in recorded video; storms are rarer.
+RANDOM_BASES: dict[str, float] = {'drizzle': 0.07, 'nturain': 0.17, 'composite': 0.20, 'light': 0.14,
+                                  'sharp': 0.14, 'moderate': 0.14, 'heavy': 0.09, 'storm': 0.05}
 
 
 @dataclass

@@ -47,7 +47,7 @@ from .metrics import psnr, to_uint8
 
 log = logging.getLogger(__name__)
 
-SUITE_PRESETS = ('nturain', 'sharp', 'drizzle', 'light', 'moderate', 'heavy', 'storm')
+SUITE_PRESETS = ('nturain', 'composite', 'sharp', 'drizzle', 'light', 'moderate', 'heavy', 'storm')
 # the targets, shown beside the measurements (gain in dB unless said otherwise)
 TARGETS = {'nturain_a2 gain': '>= +1.5 dB', 'pedestrian gain': '>= +1 dB',
            'video/': '>= +6 dB, > median', 'video all': '>= +6 dB, > median',
