@@ -65,9 +65,12 @@ stage stage9_video --config tiny_cpu_video model.init_from="$out/stage8_psnr/mod
 # Stage 10: the sharp streak look of real camera rain added to the random looks, a 60 dB ceiling
 # on the PSNR loss and 7 % clean clips (stage 9 left real rain in place).
 stage stage10_sharp --config tiny_cpu_sharp model.init_from="$out/stage9_video/model_final.pt"
+# Stage 11: the dense, screen-blended 'composite' look measured on NTURain a2's residuals added to
+# the random looks (20 % of the clips' base looks).
+stage stage11_composite --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt"
 
 if [ "${DRY_RUN:-0}" != 1 ]; then
-    cp "$out/stage10_sharp/model_final.pt" "$out/default_tiny.pt"
+    cp "$out/stage11_composite/model_final.pt" "$out/default_tiny.pt"
     echo "[train_default] wrote $out/default_tiny.pt; evaluate it with:"
     echo "  $run eval --suite generalisation --model $out/default_tiny.pt --out out/eval/suite"
 fi
