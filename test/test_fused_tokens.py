@@ -108,3 +108,33 @@ def test_token_major_reverse_segments_equal_flipped_reference():
                 for k, v in kw.items() if k != 'initial_state'}
         want = selective_scan_ref(**part, delta_softplus=True).flip(-1)
         assert torch.allclose(got[..., f * 10:(f + 1) * 10], want, rtol=1e-5, atol=1e-5)
+
+
+def test_scan_applies_the_low_rank_dt_projection_itself():
+    # The mixer passes dt_proj's input (B, L, R), weight (D, R) and bias instead of the (B, L, D)
+    # delta; the kernel must compute (sum_j dtl_j w_dj) + b_d as the full-delta call would get it.
+    scan = fused_tokens.kernels()[1]
+    rng = np.random.default_rng(3)
+    b, L, d, n, r = 2, 45, 20, 8, 2
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    u, z, Bm, Cm, dtl = f(b, L, d), f(b, L, d), f(b, L, n), f(b, L, n), f(b, L, r + 5)[..., :r]  # strided view
+    w, bias = f(d, r), f(d) - 2
+    A, Dv, h0 = -np.exp(f(d, n)), f(d), f(b, d, n)
+    delta = np.ascontiguousarray(np.einsum('blr,dr->bld', dtl, w) + bias)
+    outs = []
+    for low in (False, True):
+        out, last = np.empty((b, L, d), np.float32), np.empty((b, d, n), np.float32)
+        args = (np.zeros((1, 1, 1), np.float32), dtl, w, bias) if low else (delta, *fused_tokens.no_low_rank(d))
+        scan(u, *args, A, Bm, Cm, Dv, z, h0, True, False, 15, False, out, last)
+        outs.append((out, last))
+    # Only the rounding of the two-term sum can differ (matmul vs the kernel's loop): fp32 ulps,
+    # carried through softplus and the scan; 1e-5 is the model's equality bar.
+    for got, want in zip(outs[1], outs[0]):
+        rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+        print(f'rel {rel:.2e}')
+        assert rel < 1e-5
+    # and the low-rank input is really used: another weight gives another result
+    out2, last2 = np.empty((b, L, d), np.float32), np.empty((b, d, n), np.float32)
+    scan(u, np.zeros((1, 1, 1), np.float32), dtl, w * 2, bias, A, Bm, Cm, Dv, z, h0, True, False, 15, False,
+         out2, last2)
+    assert np.linalg.norm(out2 - outs[1][0]) > 1e-3 * np.linalg.norm(outs[1][0])

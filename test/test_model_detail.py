@@ -90,3 +90,25 @@ def test_stepping_a_detail_model_equals_the_whole_clip(height: int, width: int) 
     rel = ((torch.stack(outs, 1) - full).norm() / full.norm()).item()
     # Same bound and reason as test_model_causal: the same ops in the same order up to conv batching.
     assert rel <= 1e-5
+
+
+def test_conv_last_riding_in_the_detail_heads_first_conv_equals_the_two_convs() -> None:
+    # The decoder runs conv_last as 3 extra outputs of the detail head's first conv (zero weights
+    # on the frame channels); the result must be conv_last(x) + head(x, frame), and gradients
+    # must still reach conv_last (training goes through the same code).
+    torch.manual_seed(4)
+    model = RainMamba(RainMambaConfig.tiny(detail_channels=8))
+    torch.nn.init.normal_(model.detail.out.weight, std=0.05)
+    feats = torch.randn(1, 2, model.conv_last.in_channels, 24, 20)
+    frames = torch.rand(1, 2, 3, 24, 20)
+    head = model.detail
+    w, b = model.conv_last.weight[:, :, 0], model.conv_last.bias
+    merged = head(feats, frames, side=(w, b))
+    x = torch.cat([feats, frames], 2).flatten(0, 1)
+    separate = (head.out(head.body(x)) + torch.nn.functional.conv2d(feats.flatten(0, 1), w, b, padding=1)
+                ).view(*frames.shape)
+    rel = ((merged - separate).norm() / separate.norm()).item()
+    print(f'rel {rel:.2e}')
+    assert rel < 1e-6  # same sums per output channel; only oneDNN's blocking may reorder them
+    merged.square().sum().backward()
+    assert model.conv_last.weight.grad is not None and model.conv_last.weight.grad.abs().sum() > 0

@@ -64,7 +64,7 @@ def _tokens_call(x: dict[str, torch.Tensor]) -> Callable[[], Any]:
     """The token-major kernel on x, with the layout conversion done once, outside the timing."""
     import numpy as np
 
-    from rainmamba_core.ops.fused_tokens import kernels
+    from rainmamba_core.ops.fused_tokens import kernels, no_low_rank
     scan = kernels()[1]
     tok = lambda t: t.transpose(1, 2).contiguous()  # noqa: E731
     u, delta, z, B, C = (tok(x[k]) for k in ('u', 'delta', 'z', 'B', 'C'))
@@ -75,7 +75,8 @@ def _tokens_call(x: dict[str, torch.Tensor]) -> Callable[[], Any]:
     delta = (delta + bias_t).numpy()  # the mixer's dt_proj adds the bias in its matmul
 
     def call():
-        scan(u.numpy(), delta, A, B.numpy(), C.numpy(), D, z.numpy(), h0, True, False, u.shape[1], False, out, last)
+        scan(u.numpy(), delta, *no_low_rank(u.shape[2]), A, B.numpy(), C.numpy(), D, z.numpy(), h0, True, False,
+             u.shape[1], False, out, last)
     return call
 
 

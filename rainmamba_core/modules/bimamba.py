@@ -175,9 +175,10 @@ class BiMamba(nn.Module):
                       scratch)
             xc = torch.from_numpy(scratch)
             x_dbl = F.linear(xc, x_proj.weight)  # (B, L, R+2N)
-            delta = F.linear(x_dbl[..., :r], dt_proj.weight, dt_proj.bias)  # (B, L, D); softplus in the scan
             dbl = x_dbl.numpy()
-            scan(scratch, delta.numpy(), _np(-torch.exp(A_log.float())), dbl[..., r:r + n], dbl[..., r + n:],
+            # dt_proj (R -> D, R = 2 or 4) and its bias are applied inside the scan, then softplus
+            scan(scratch, _NO_DELTA, dbl[..., :r], _np(dt_proj.weight), _np(dt_proj.bias),
+                 _np(-torch.exp(A_log.float())), dbl[..., r:r + n], dbl[..., r + n:],
                  _np(D), z_np, _np(h0) if not reverse else np.zeros((batch, d, n), np.float32),
                  True, reverse, length if not reverse else seg, reverse, out, last if not reverse else
                  np.empty((batch, d, n), np.float32))
@@ -190,6 +191,9 @@ class BiMamba(nn.Module):
         if return_state:
             return y, {'conv': new_tail, 'ssm': new_h}
         return y
+
+
+_NO_DELTA = np.zeros((1, 1, 1), np.float32)  # `scan`'s full delta, unused when dt_proj runs inside it
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

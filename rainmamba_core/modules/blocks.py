@@ -107,7 +107,7 @@ class MambaLayer(nn.Module):
         return state
 
     def forward(self, x: torch.Tensor, order: torch.Tensor | None = None, causal: bool = False,
-                state: State | None = None, return_state: bool = False):
+                state: State | None = None, return_state: bool = False, inverse: torch.Tensor | None = None):
         """Run the layer.
 
         Args:
@@ -117,6 +117,8 @@ class MambaLayer(nn.Module):
             causal: causal semantics (state may be carried in and out).
             state: causal only; this layer's state (None = zeros).
             return_state: causal only; also return the new state.
+            inverse: causal local layers, optional: argsort(order), so the mixer's output goes
+                back to raster order by a gather (faster than the scatter used without it).
         Returns:
             (B, T, C, H, W) [, new state].
         """
@@ -145,7 +147,8 @@ class MambaLayer(nn.Module):
         m, new_m = res if return_state else (res, None)
         if self.local:
             m = m.reshape(batch, frames, pixels, channels)
-            m = torch.empty_like(m).index_copy_(2, order, m).reshape(batch, -1, channels)
+            m = (m[:, :, inverse] if inverse is not None else
+                 torch.empty_like(m).index_copy_(2, order, m)).reshape(batch, -1, channels)
         tokens = tokens + m
         cache = None if state is None else state['mlp.cache']
         y, new_cache = self.mlp(self.norm2(tokens), frames, height, width, causal=True, cache=cache,

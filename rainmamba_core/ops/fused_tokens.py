@@ -176,9 +176,13 @@ def conv_silu(x, weight, bias, tail, reverse, seg, out):
 
 
 @_jit(parallel=True, nogil=True)
-def scan(u, delta, A, Bm, Cm, Dv, z, h0, has_z, reverse, seg, accumulate, out, last):
+def scan(u, delta, dtl, wdt, dbias, A, Bm, Cm, Dv, z, h0, has_z, reverse, seg, accumulate, out, last):
     """Selective scan, token-major. u, delta, z, out: (B, L, D); A: (D, N); Bm, Cm: (B, L, N);
-    Dv: (D,); h0, last: (B, D, N). delta already holds delta + bias; the step is
+    Dv: (D,); h0, last: (B, D, N). The pre-softplus step is delta + bias: with R = wdt.shape[1]
+    > 0 it is computed here from the low-rank dtl (B, L, R), wdt (D, R) (dt_proj's weight) and
+    dbias (D,) as (sum_j dtl[t, j] * wdt[d, j]) + dbias[d] (the mixer's dt_proj, without a
+    (B, L, D) tensor and a matmul with K = R = 2 that BLAS runs slowly); with R = 0, delta
+    (B, L, D) already holds it (dtl, dbias unused). The step is
     dt = softplus(delta), out = (y + D*u) * silu(z), both computed here a block of channels at a
     time with the vectorisable exp/log (a libm call per element would cost more than the scan).
     Segments of `seg` tokens start from h0 (the first) or zero (the others) and run forward or,
@@ -186,6 +190,7 @@ def scan(u, delta, A, Bm, Cm, Dv, z, h0, has_z, reverse, seg, accumulate, out, l
     segment. `accumulate` adds into out instead of writing."""
     nb, nl, nd = u.shape
     nn = A.shape[1]
+    nr = wdt.shape[1]
     blocks = (nd + BLOCK - 1) // BLOCK
     segments = (nl + seg - 1) // seg
     for job in _numba.prange(nb * blocks):
@@ -204,6 +209,10 @@ def scan(u, delta, A, Bm, Cm, Dv, z, h0, has_z, reverse, seg, accumulate, out, l
         se = np.empty(BLOCK, dtype=np.float32)
         sx = np.empty(BLOCK, dtype=np.float32)
         gate = np.empty(BLOCK, dtype=np.float32)
+        wt = np.zeros((max(nr, 1), BLOCK), dtype=np.float32)  # dt_proj's weight, channel-contiguous
+        for j in range(nr):
+            for i in range(w):
+                wt[j, i] = wdt[d0 + i, j]
         at[:, :] = _f32(0.0)
         for n in range(nn):
             for i in range(w):
@@ -216,8 +225,18 @@ def scan(u, delta, A, Bm, Cm, Dv, z, h0, has_z, reverse, seg, accumulate, out, l
                     h[n, i] = h0[b, d0 + i, n] if s == 0 else _f32(0.0)
             for step in range(stop - start):
                 t = stop - 1 - step if reverse else start + step
-                for i in range(w):
-                    raw[i] = delta[b, t, d0 + i]
+                if nr == 0:
+                    for i in range(w):
+                        raw[i] = delta[b, t, d0 + i]
+                else:
+                    for i in range(w):
+                        raw[i] = dtl[b, t, 0] * wt[0, i]
+                    for j in range(1, nr):
+                        lj = dtl[b, t, j]
+                        for i in range(w):
+                            raw[i] += lj * wt[j, i]
+                    for i in range(w):
+                        raw[i] += dbias[d0 + i]
                 _softplus_block(raw, dtb, se, sx, bits, w)
                 for i in range(w):
                     xb[i] = dtb[i] * u[b, t, d0 + i]
@@ -261,6 +280,11 @@ def kernels():
     return conv_silu, scan, exp_array, softplus_array
 
 
+def no_low_rank(dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`scan`'s (dtl, wdt, dbias) arguments when delta is given in full (R = 0)."""
+    return (np.zeros((1, 1, 0), np.float32), np.zeros((dim, 0), np.float32), np.zeros(dim, np.float32))
+
+
 def available() -> bool:
     return _numba is not None
 
@@ -277,7 +301,8 @@ def scan_channel_major(u, delta, A, B, C, D, z, delta_bias, initial_state, rever
     last = np.empty((batch, dim, A.shape[1]), dtype=np.float32)
     h0 = (np.zeros((batch, dim, A.shape[1]), np.float32) if initial_state is None
           else initial_state.detach().float().contiguous().numpy())
-    scan(tok(u), tok(delta.float() + delta_bias.float()[:, None]), A.detach().float().contiguous().numpy(), tok(B),
+    scan(tok(u), tok(delta.float() + delta_bias.float()[:, None]), *no_low_rank(dim),
+         A.detach().float().contiguous().numpy(), tok(B),
          tok(C), D.detach().float().contiguous().numpy(), tok(z), h0, True, reverse, seg or max(length, 1), False,
          out, last)
     return torch.from_numpy(out).transpose(1, 2), torch.from_numpy(last)
