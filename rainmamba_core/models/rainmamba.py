@@ -191,8 +191,9 @@ class RainMamba(nn.Module):
 
         x = self.upsample1(conv2d(self.conv_before_upsample1, x))
         x = self.upsample2(conv2d(self.conv_before_upsample2, x))
-        if self.detail is None:
-            return conv2d(self.conv_last, x).contiguous().view(batch, count, 3, *x.shape[-2:])
+        if self.detail is None or torch.jit.is_tracing():  # ONNX export: the graph keeps both convs
+            out = conv2d(self.conv_last, x).contiguous().view(batch, count, 3, *x.shape[-2:])
+            return out if self.detail is None else out + self.detail(x.view(batch, count, *x.shape[1:]), frames)
         # conv_last (C -> 3) rides in the detail head's first conv over [x, frame] (3 more outputs)
         # instead of a second pass over x by a 3-output conv, which oneDNN runs slowly.
         return self.detail(x.view(batch, count, *x.shape[1:]), frames,
