@@ -107,3 +107,32 @@ def test_bases_weight_the_random_rain_looks(videos: Path) -> None:
         VideoRainDataset([videos], bases={'storm': -1.0})
     with pytest.raises(Exception, match='unknown rain preset'):
         VideoRainDataset([videos], bases={'hail': 1.0})
+
+
+def test_apply_gamma_brightens_below_one_and_keeps_black_and_white() -> None:
+    from rainmamba_core.data.video_rain import apply_gamma
+    ramp = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, -1)
+    bright, dark = apply_gamma(ramp, 0.5), apply_gamma(ramp, 2.0)
+    assert bright[0, 8, 0, 0] == round(255 * (128 / 255) ** 0.5)  # 181
+    assert np.all(np.diff(bright.reshape(-1, 3)[:, 0].astype(int)) >= 0)  # monotone
+    assert bright.mean() > ramp.mean() > dark.mean()
+    assert bright.reshape(-1, 3)[[0, -1], 0].tolist() == [0, 255]
+    assert np.array_equal(apply_gamma(ramp, 1.0), ramp)
+    with pytest.raises(DatasetError, match='uint8'):
+        apply_gamma(ramp.astype(np.float32), 0.5)
+
+
+def test_exposure_gamma_changes_input_and_target_alike(videos: Path) -> None:
+    def item(**kw):
+        ds = VideoRainDataset([videos / 'train_a'], frames=2, crop=16, split='all', clean_prob=1.0,
+                              camera=False, cut_prob=0.0, stride=(1, 1), **kw)
+        np.random.seed(3)
+        return ds[0]
+    plain = item()
+    assert abs(float(plain['gt'][:, 1].mean()) * 255 - 100) < 0.5  # off by default: the grey stays 100
+    bright = item(gamma=(0.5, 0.5), gamma_prob=1.0)
+    assert np.array_equal(bright['lq'].numpy(), bright['gt'].numpy())  # clean clip: input = target
+    # the test frames are grey 100 in green: gamma 0.5 -> 255 * (100/255) ** 0.5 = 160
+    assert abs(float(bright['gt'][:, 1].mean()) * 255 - 160) < 1
+    with pytest.raises(DatasetError, match='gamma'):
+        VideoRainDataset([videos], gamma=(1.5, 0.4), gamma_prob=0.5)

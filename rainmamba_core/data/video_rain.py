@@ -13,6 +13,10 @@ consecutive frames and renders rain on them on the fly:
 * **rain**: a new look per clip (:func:`~rainmamba_core.data.rain_realism.random_rain`) or a fixed
   preset; a fraction of clips stay clean (input = target) so the model learns to leave clean
   frames alone;
+* **exposure** (optional): with probability ``gamma_prob`` the clean clip's tone curve is bent by
+  a gamma drawn log-uniformly from ``gamma`` before the rain (gamma < 1 brightens: the training
+  videos average ~115 grey levels, NTURain's a2 ~180, and screen-blended rain looks different
+  over a bright scene);
 * **camera**: blur, sensor noise and JPEG after the rain, identical on input and target
   (:func:`~rainmamba_core.data.rain_realism.apply_camera`);
 * **stills** (optional): with probability ``still_prob`` the clip is a still with simulated camera
@@ -92,6 +96,9 @@ class VideoRainDataset(Dataset):
         length: items per pass (default: 64 per video in training; videos x presets otherwise).
         seed: dataset seed of evaluation items.
         size: (h, w) of evaluation clips (whole frames resized); default (180, 320).
+        gamma, gamma_prob: (lo, hi) range of the per-clip exposure gamma (log-uniform) and the
+            share of training clips that get one (0: none, and no random numbers are drawn, so
+            older configs reproduce exactly).
     """
 
     def __init__(self, video_roots: Sequence[str | Path], frames: int = 4, crop: int | None = 128,
@@ -102,7 +109,8 @@ class VideoRainDataset(Dataset):
                  bases: dict[str, float] | None = None,
                  still_roots: Sequence[str | Path] = (), still_prob: float = 0.0,
                  builtin_scenes: int = 0, length: int | None = None, seed: int = 0,
-                 size: Sequence[int] | None = None, cache: bool = True) -> None:
+                 size: Sequence[int] | None = None, cache: bool = True,
+                 gamma: Sequence[float] = (0.4, 1.5), gamma_prob: float = 0.0) -> None:
         if isinstance(video_roots, (str, Path)):
             video_roots = [video_roots]
         videos = find_videos(video_roots)
@@ -125,6 +133,10 @@ class VideoRainDataset(Dataset):
         if bases is not None and (min(bases.values(), default=0) < 0 or sum(bases.values()) <= 0):
             raise DatasetError(f'bases={bases}: expected non-negative weights with a positive sum')
         self.bases = dict(bases) if bases else None
+        if not 0.0 <= gamma_prob <= 1.0 or len(gamma) != 2 or not 0 < float(gamma[0]) <= float(gamma[1]):
+            raise DatasetError(f'gamma={tuple(gamma)}, gamma_prob={gamma_prob}: expected 0 < lo <= hi '
+                               'and 0 <= gamma_prob <= 1')
+        self.gamma, self.gamma_prob = (float(gamma[0]), float(gamma[1])), float(gamma_prob)
         if still_prob > 0 and not still_roots and not builtin_scenes:
             raise DatasetError('still_prob > 0 needs still_roots or builtin_scenes')
         self.videos, self.frames, self.crop, self.train = videos, frames, crop, train
@@ -220,6 +232,8 @@ class VideoRainDataset(Dataset):
             if self.presets:
                 preset = self.presets[(index // len(self.videos)) % len(self.presets)]
         clean = np.ascontiguousarray(clean)
+        if self.train and self.gamma_prob > 0 and rng.random() < self.gamma_prob:
+            clean = apply_gamma(clean, float(np.exp(rng.uniform(*np.log(self.gamma)))))
         if self.train and rng.random() < self.clean_prob:
             look, lq = 'clean', clean.copy()
         else:
@@ -233,6 +247,16 @@ class VideoRainDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = _global_rng() if self.train else np.random.default_rng([_VIDEO_TAG, self.seed, index])
         return self.render(index, rng)
+
+
+def apply_gamma(clip: np.ndarray, gamma: float) -> np.ndarray:
+    """uint8 frames through the tone curve 255 * (x / 255) ** gamma (< 1 brightens), by table."""
+    if clip.dtype != np.uint8:
+        raise DatasetError(f'apply_gamma: expected uint8 frames, got {clip.dtype}')
+    if not gamma > 0:
+        raise DatasetError(f'apply_gamma: gamma={gamma}: expected > 0')
+    table = np.round(255.0 * (np.arange(256) / 255.0) ** gamma).astype(np.uint8)
+    return table[clip]
 
 
 def build_video_dataset(clean_roots: Sequence[str], frames: int = 4, crop: int | None = 128,
