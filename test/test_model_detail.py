@@ -112,3 +112,36 @@ def test_conv_last_riding_in_the_detail_heads_first_conv_equals_the_two_convs() 
     assert rel < 1e-6  # same sums per output channel; only oneDNN's blocking may reorder them
     merged.square().sum().backward()
     assert model.conv_last.weight.grad is not None and model.conv_last.weight.grad.abs().sum() > 0
+
+
+def test_widening_a_trained_detail_head_keeps_its_output_until_trained(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    source = RainMamba(RainMambaConfig.tiny(detail_channels=8)).eval()
+    torch.nn.init.normal_(source.detail.out.weight, std=0.05)  # a trained head: nonzero output
+    source.save_checkpoint(tmp_path / 'narrow.pt')
+    wide = build_model(_cfg(tmp_path / 'narrow.pt', 12)).eval()
+    assert wide.detail.out.in_channels == 12
+    clip = torch.rand(1, 2, 3, 40, 48)
+    with torch.no_grad():
+        before = source(clip)
+        rel = ((wide(clip) - before).norm() / before.norm()).item()
+    # The old channels' sums are the same terms plus exact zeros; only conv blocking may reorder them.
+    assert rel < 1e-6
+    with torch.no_grad():  # and the head does contribute: without it the output differs
+        assert (source.detail(torch.zeros(1, 2, source.conv_last.in_channels, 8, 8), clip[..., :8, :8])
+                ).abs().max() > 1e-4
+    # The new channels learn: their weights in the last conv get gradients from the first step,
+    # and once those are nonzero the new channels of the body get gradients too.
+    opt = torch.optim.SGD(wide.parameters(), lr=0.1)
+    for step in range(2):
+        opt.zero_grad()
+        (wide(clip) - clip.flip(-1)).abs().mean().backward()
+        assert wide.detail.out.weight.grad[:, 8:].abs().sum() > 0
+        assert (wide.detail.body[2].weight.grad[8:].abs().sum() > 0) == (step == 1)
+        opt.step()
+
+
+def test_a_narrower_detail_head_is_refused_with_the_keys(tmp_path: Path) -> None:
+    RainMamba(RainMambaConfig.tiny(detail_channels=12)).save_checkpoint(tmp_path / 'wide.pt')
+    with pytest.raises(CheckpointError, match='mis-shaped keys'):
+        build_model(_cfg(tmp_path / 'wide.pt', 8))

@@ -49,8 +49,37 @@ def build_model(cfg: TrainConfig) -> nn.Module:
             weights.update(fresh)
             log.info('model.init_from %s has no detail head: adding a fresh one (%d parameters, zero output '
                      'at the start)', cfg.model.init_from, sum(v.numel() for v in fresh.values()))
+        elif model.detail is not None and source.detail is not None \
+                and model.detail.out.in_channels > source.detail.out.in_channels:
+            weights = widen_detail(weights, model.state_dict())
+            log.info('model.init_from %s: widening its detail head from %d to %d channels (the new '
+                     'channels start with zero output weights: the output is unchanged at the start)',
+                     cfg.model.init_from, source.detail.out.in_channels, model.detail.out.in_channels)
         model.load_state_dict_strict(weights, source=cfg.model.init_from)
     return model
+
+
+def widen_detail(weights: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A trained detail head (conv, GELU, conv, GELU, out) grown to the width of ``fresh``'s, output unchanged.
+
+    The old channels keep their weights; the new channels of both body convs take ``fresh``'s
+    (random) weights, the old channels of the second conv ignore the new ones (zero weights), and
+    the last conv reads the new channels with zero weights. Gradients still reach every new weight
+    through the last conv, so training moves them from the first step (Net2Net-style growth).
+    Every other key is returned as it was.
+    """
+    out = dict(weights)
+    old = weights['detail.out.weight'].shape[1]
+    for key in ('detail.body.0.weight', 'detail.body.0.bias', 'detail.body.2.bias'):
+        out[key] = torch.cat([weights[key], fresh[key][old:]])
+    second = fresh['detail.body.2.weight'].clone()
+    second[:old] = 0                                  # the old outputs ignore the new inputs...
+    second[:old, :old] = weights['detail.body.2.weight']  # ...and read the old ones as before
+    out['detail.body.2.weight'] = second
+    last = torch.zeros_like(fresh['detail.out.weight'])
+    last[:, :old] = weights['detail.out.weight']
+    out['detail.out.weight'] = last
+    return out
 
 
 def build_teacher(cfg: TrainConfig, device: torch.device) -> nn.Module | None:
