@@ -136,3 +136,27 @@ def test_exposure_gamma_changes_input_and_target_alike(videos: Path) -> None:
     assert abs(float(bright['gt'][:, 1].mean()) * 255 - 160) < 1
     with pytest.raises(DatasetError, match='gamma'):
         VideoRainDataset([videos], gamma=(1.5, 0.4), gamma_prob=0.5)
+
+
+def test_scene_streaks_are_thin_bright_lines_in_both_input_and_target(videos: Path) -> None:
+    from rainmamba_core.data.video_rain import scene_streaks
+    from rainmamba_core.eval.suite import thin_line_energy
+    grey = np.full((96, 128, 3), 60, np.uint8)  # dark: every look's streaks show over it
+    painted = scene_streaks(grey, np.random.default_rng(0), {'moderate': 1.0})
+    assert painted.shape == grey.shape and painted.dtype == np.uint8
+    assert thin_line_energy(painted[None]) > 0 == thin_line_energy(grey[None])
+    # streaks only: no haze, dimming or lens drops (over a flat scene refraction adds light only),
+    # and thin ones: most pixels are untouched (moderate rain covers 1-10 % of them)
+    assert painted.astype(int).min() >= 60
+    assert (np.abs(painted.astype(int) - 60).max(-1) > 2).mean() < 0.2
+
+    def item(prob: float):
+        ds = VideoRainDataset([videos], frames=2, crop=32, still_prob=1.0, builtin_scenes=1, clean_prob=1.0,
+                              camera=False, scene_streak_prob=prob, bases={'moderate': 1.0})
+        np.random.seed(7)
+        return ds[0]
+    plain, streaked = item(0.0), item(1.0)
+    assert np.array_equal(streaked['lq'].numpy(), streaked['gt'].numpy())  # part of the scene: kept
+    assert not np.array_equal(streaked['gt'].numpy(), plain['gt'].numpy())
+    with pytest.raises(DatasetError, match='scene_streak_prob'):
+        VideoRainDataset([videos], scene_streak_prob=1.5)

@@ -31,6 +31,7 @@ Dimension letters: T frames, H height, W width.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,10 @@ class VideoRainDataset(Dataset):
         gamma, gamma_prob: (lo, hi) range of the per-clip exposure gamma (log-uniform) and the
             share of training clips that get one (0: none, and no random numbers are drawn, so
             older configs reproduce exactly).
+        scene_streak_prob: share of still clips that get rain-like streaks painted into the scene
+            itself, before the simulated camera motion (so they move with the scene, and input and
+            target both keep them): thin lines that belong to the scene (railings, mullions, jets
+            of water) must come back unchanged. 0: none, and no random numbers are drawn.
     """
 
     def __init__(self, video_roots: Sequence[str | Path], frames: int = 4, crop: int | None = 128,
@@ -110,7 +115,8 @@ class VideoRainDataset(Dataset):
                  still_roots: Sequence[str | Path] = (), still_prob: float = 0.0,
                  builtin_scenes: int = 0, length: int | None = None, seed: int = 0,
                  size: Sequence[int] | None = None, cache: bool = True,
-                 gamma: Sequence[float] = (0.4, 1.5), gamma_prob: float = 0.0) -> None:
+                 gamma: Sequence[float] = (0.4, 1.5), gamma_prob: float = 0.0,
+                 scene_streak_prob: float = 0.0) -> None:
         if isinstance(video_roots, (str, Path)):
             video_roots = [video_roots]
         videos = find_videos(video_roots)
@@ -137,6 +143,9 @@ class VideoRainDataset(Dataset):
             raise DatasetError(f'gamma={tuple(gamma)}, gamma_prob={gamma_prob}: expected 0 < lo <= hi '
                                'and 0 <= gamma_prob <= 1')
         self.gamma, self.gamma_prob = (float(gamma[0]), float(gamma[1])), float(gamma_prob)
+        if not 0.0 <= scene_streak_prob <= 1.0:
+            raise DatasetError(f'scene_streak_prob={scene_streak_prob}: expected 0 <= scene_streak_prob <= 1')
+        self.scene_streak_prob = float(scene_streak_prob)
         if still_prob > 0 and not still_roots and not builtin_scenes:
             raise DatasetError('still_prob > 0 needs still_roots or builtin_scenes')
         self.videos, self.frames, self.crop, self.train = videos, frames, crop, train
@@ -199,6 +208,8 @@ class VideoRainDataset(Dataset):
         if min(img.shape[:2]) > 480:
             f = 480 / min(img.shape[:2])
             img = resize_to(img, (round(img.shape[0] * f), round(img.shape[1] * f)))
+        if self.scene_streak_prob > 0 and rng.random() < self.scene_streak_prob:
+            img = scene_streaks(img, rng, self.bases)
         # fast motion too: the real videos' strides cover the rest
         motion = CameraMotion(pan=float(rng.uniform(1, 12)), shake=float(rng.uniform(0.5, 3)))
         return name, still_to_clip(img, self.frames, (side, side), rng, motion, fov=(0.35, 0.9))
@@ -247,6 +258,13 @@ class VideoRainDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = _global_rng() if self.train else np.random.default_rng([_VIDEO_TAG, self.seed, index])
         return self.render(index, rng)
+
+
+def scene_streaks(img: np.ndarray, rng: np.random.Generator, bases: dict[str, float] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 image with one frame of a random rain look's streaks painted in (no lens
+    drops, haze or dimming): rain-like lines that are part of the scene."""
+    params = dataclasses.replace(random_rain(rng, bases=bases), drops=0, veil=0.0, darken=0.0)
+    return RainGenerator(params, int(rng.integers(2 ** 63 - 1))).render_clip(img[None]).rainy[0]
 
 
 def apply_gamma(clip: np.ndarray, gamma: float) -> np.ndarray:
