@@ -64,9 +64,9 @@ def widen_detail(weights: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor
 
     The old channels keep their weights; the new channels of both body convs take ``fresh``'s
     (random) weights, the old channels of the second conv ignore the new ones (zero weights), and
-    the last conv reads the new channels with zero weights. Gradients still reach every new weight
-    through the last conv, so training moves them from the first step (Net2Net-style growth).
-    Every other key is returned as it was.
+    the last conv reads the new channels with zero weights (Net2Net-style growth). The last conv's
+    new weights get gradients at the first step; once they are nonzero, the new body channels get
+    gradients too (from the second step). Every other key is returned as it was.
     """
     out = dict(weights)
     old = weights['detail.out.weight'].shape[1]
