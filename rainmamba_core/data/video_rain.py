@@ -20,7 +20,9 @@ consecutive frames and renders rain on them on the fly:
 * **camera**: blur, sensor noise and JPEG after the rain, identical on input and target
   (:func:`~rainmamba_core.data.rain_realism.apply_camera`);
 * **stills** (optional): with probability ``still_prob`` the clip is a still with simulated camera
-  motion instead (CamVid/CARLA/procedural scenes), for variety of scenes.
+  motion instead (CamVid/CARLA/procedural scenes), for variety of scenes; with probability
+  ``scene_streak_prob`` a still gets rain-like streaks painted into the scene itself (kept in the
+  target: thin lines that move with the scene must survive; :func:`scene_streaks`).
 
 Whole videos are held out by name (:data:`HELDOUT_VIDEOS`, at least one per source): the
 ``heldout`` split is never trained on. Items are dicts like the other datasets' (``lq``, ``gt``:
