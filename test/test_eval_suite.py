@@ -9,10 +9,13 @@ import pytest
 from rainmamba_core.data.clips import builtin_clip, write_image
 from rainmamba_core.data.synthetic_rain import add_rain
 from rainmamba_core.data.video_rain import HELDOUT_VIDEOS
+from rainmamba_core.eval.evaluate import EvalError
 from rainmamba_core.eval.suite import (
     SuiteOptions,
     brightness_error,
+    line_map,
     per_frame_fn,
+    real_rain_masks,
     run_suite,
     target_for,
     thin_line_energy,
@@ -70,6 +73,8 @@ def test_identity_and_darkening_models_score_as_they_must(fake_shared: Path, tmp
     lines = rows['real_rain_yard thin bright lines left (%)']
     change = rows['real_rain_yard mean change (grey levels)']
     assert lines['identity'] == pytest.approx(100.0) and change['identity'] == 0.0
+    assert rows['real_rain_yard rain lines left (%)']['identity'] == pytest.approx(100.0)
+    assert rows['real_rain_yard scene lines kept (%)']['identity'] == pytest.approx(100.0)
     assert change['darker'] == pytest.approx(6.0, abs=0.5)
     paths = write_suite_report(res, tmp_path / 'rep', meta={'models': 'test'})
     md = paths['markdown'].read_text()
@@ -128,3 +133,54 @@ def test_thin_line_energy_sees_thin_vertical_streaks_not_flat_areas_or_horizonta
     dimmed = flat.copy()
     dimmed[0, 3:15, 10:12] = 120                  # the same streak at a third of its contrast
     assert 0 < thin_line_energy(dimmed) < 0.3 * thin_line_energy(streak)
+
+
+def _panning_scene_with_rain(frames: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A textured scene with a bright 2-px pole, panned 3 px a frame, and new rain streaks in each
+    frame; returns the rainy clip, the clip without rain and where the streaks are (T, H, W) bool."""
+    rng = np.random.default_rng(4)
+    wide = rng.integers(60, 100, (64, 140, 3)).astype(np.uint8)
+    wide = np.repeat(np.repeat(wide[::4, ::4], 4, 0), 4, 1)[:64, :140]  # 4-px blocks: no thin lines
+    wide[8:56, 70:72] = 220                                              # the pole: scene
+    clean = np.stack([wide[:, 3 * t:3 * t + 96] for t in range(frames)])
+    clip = clean.copy()
+    streaks = np.zeros(clip.shape[:3], bool)
+    for t in range(frames):
+        for _ in range(12):
+            y, x = rng.integers(2, 40), rng.integers(4, 90)
+            streaks[t, y:y + 14, x] = True
+    clip[streaks] = 200
+    return clip, clean, streaks
+
+
+def test_real_rain_masks_tell_transient_streaks_from_a_persistent_pole() -> None:
+    clip, _, streaks = _panning_scene_with_rain()
+    lines, rain, scene = real_rain_masks(clip)
+    streaks = streaks[:, :, 2:-2]                # the line map drops two columns each side
+    pole = np.zeros_like(streaks)
+    for t in range(len(clip)):
+        pole[t, 10:54, 70 - 3 * t - 2:72 - 3 * t - 2] = True
+    # where a streak crosses the pole it is both: leave those pixels out of both checks
+    pole, streaks = pole & ~streaks, streaks & ~pole
+    # most streak pixels are called rain, almost none of the pole's; the pole is the scene
+    assert rain[streaks].mean() > 0.8
+    assert rain[pole].mean() < 0.05
+    assert scene[pole].mean() > 0.8
+    assert scene[streaks].mean() < 0.1
+    assert lines.shape == rain.shape == scene.shape == streaks.shape
+    with pytest.raises(EvalError, match='T >= 2'):
+        real_rain_masks(clip[:1])
+
+
+def test_the_rain_and_scene_rows_score_a_derainer_and_a_line_eraser_apart() -> None:
+    """Taking out only the streaks scores rain ~0 % left, scene ~100 % kept; blurring every line
+    away scores low on both; the identity 100 / 100."""
+    clip, derained, _ = _panning_scene_with_rain()   # derained: the scene without its rain
+    lines, rain, scene = real_rain_masks(clip)
+    blurred = np.stack([np.repeat(np.repeat(f[::4, ::4], 4, 0), 4, 1) for f in clip])
+
+    def score(out: np.ndarray, mask: np.ndarray) -> float:
+        return 100 * float(line_map(out)[mask].sum()) / float(lines[mask].sum())
+    assert score(clip, rain) == pytest.approx(100.0) and score(clip, scene) == pytest.approx(100.0)
+    assert score(derained, rain) < 10 and score(derained, scene) > 90
+    assert score(blurred, rain) < 30 and score(blurred, scene) < 60

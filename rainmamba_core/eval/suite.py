@@ -17,10 +17,13 @@ clean               held-out clean clips, 24 frames at stride 4 (fast motion), o
 brightness          mean |mean(output) - mean(clean)| per frame on the rainy video clips (0-255)
 streamed-per_frame  PSNR of the carried-state output minus that of each frame run alone, on the
                     stride-4 clips (negative: the state hurts)
-real_rain_yard      real heavy rain, no ground truth: images, and two no-reference rows: the thin
+real_rain_yard      real heavy rain, no ground truth: images, and no-reference rows: the thin
                     bright near-vertical lines left (% of the input's; streaks are such lines,
                     but so are railings and edges, so 100 % = nothing removed and a perfect
-                    derainer stays well above 0) and the mean absolute change (grey levels)
+                    derainer stays well above 0); the same lines split by `real_rain_masks`
+                    into rain (there in one frame, not in the aligned neighbours: % left,
+                    0 is perfect) and scene (there in the neighbours too: % kept, 100 is
+                    perfect); and the mean absolute change (grey levels)
 ==================  ==========================================================================
 
 Causal models are scored with their whole-clip forward, which equals frame-by-frame streaming
@@ -95,9 +98,60 @@ def thin_line_energy(frames: np.ndarray, threshold: float = 10.0) -> float:
     the vertical edges of bright objects score a little. Compare an output's value with its input's:
     the ratio is the share left.
     """
+    return float(np.clip(line_map(frames) - threshold, 0.0, None).sum())
+
+
+def line_map(frames: np.ndarray) -> np.ndarray:
+    """Per pixel, how much brighter it is than the pixels two to its left and right (>= 0).
+
+    (T, H, W, 3) uint8 -> (T, H, W - 4) float32: the quantity `thin_line_energy` sums.
+    """
     g = frames.astype(np.float32).mean(-1)
-    side = 0.5 * (g[:, :, :-4] + g[:, :, 4:])
-    return float(np.clip(g[:, :, 2:-2] - side - threshold, 0.0, None).sum())
+    return np.clip(g[..., 2:-2] - 0.5 * (g[..., :-4] + g[..., 4:]), 0.0, None)
+
+
+def _global_shift(frame: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """(dx, dy) that moves ``other`` onto ``frame`` (sub-pixel phase correlation of the grey images)."""
+    import cv2
+    a = frame.astype(np.float32).mean(-1)
+    b = other.astype(np.float32).mean(-1)
+    (dx, dy), _ = cv2.phaseCorrelate(b, a, cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F))
+    return dx, dy
+
+
+def real_rain_masks(frames: np.ndarray, threshold: float = 10.0, neighbours: int = 2
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split a rainy clip's thin bright lines into rain (transient) and scene (persistent) ones.
+
+    Rain falls through a scene point in one frame and is gone in the next; a railing or a kerb is
+    there in every frame. Each of the up to ``2 * neighbours`` frames around frame t is aligned to
+    it by a global shift (phase correlation: hand-held pans), and the median of their `line_map`s
+    is the scene's line strength at each pixel. A pixel is *rain* where frame t shows a line more
+    than ``threshold`` above that and the scene has almost none (< threshold / 2), and *scene*
+    where both frame t and the aligned neighbours show a line (> threshold).
+
+    Returns:
+        (line map of the clip (T, H, W - 4), rain mask, scene mask), the masks boolean, same shape.
+    """
+    import cv2
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[0] < 2 or frames.shape[-1] != 3:
+        raise EvalError(f'real_rain_masks needs a (T >= 2, H, W, 3) clip, got shape {frames.shape}')
+    lines = line_map(frames)
+    scene = np.empty_like(lines)
+    height, width = frames.shape[1:3]
+    for t in range(len(frames)):
+        maps = []
+        for u in range(max(0, t - neighbours), min(len(frames), t + neighbours + 1)):
+            if u == t:
+                continue
+            dx, dy = _global_shift(frames[t], frames[u])
+            moved = cv2.warpAffine(frames[u], np.float32([[1, 0, dx], [0, 1, dy]]), (width, height),
+                                   borderMode=cv2.BORDER_REPLICATE)
+            maps.append(line_map(moved[None])[0])
+        scene[t] = np.median(np.stack(maps), 0)
+    rain = (lines - scene > threshold) & (scene < 0.5 * threshold)
+    return lines, rain, (scene > threshold) & (lines > threshold)
 
 
 def frame_psnrs(out: np.ndarray, gt: np.ndarray) -> list[float]:
@@ -174,6 +228,7 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
         per_set[name] = {}
         # real rain without ground truth: the input's line energy, once per clip for every method
         lines_in = [thin_line_energy(rainy) for _, rainy, gt in clips if gt is None]
+        masks = [real_rain_masks(rainy) for _, rainy, gt in clips if gt is None and len(rainy) > 1]
         for m, fn in methods.items():
             if name == 'clean' and m not in models:
                 continue
@@ -201,6 +256,13 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
             if lines_out:  # over all clips of the set: energy left / energy in, mean change
                 no_ref.setdefault(f'{name} thin bright lines left (%)', {})[m] = (
                     100.0 * sum(lines_out) / sum(lines_in) if sum(lines_in) > 0 else float('nan'))
+                if masks:  # the same lines split into rain (transient) and scene (persistent) ones
+                    maps = [line_map(o) for o, (_, rainy, gt) in zip(outs, clips) if gt is None and len(rainy) > 1]
+                    for label, k in (('rain lines left', 1), ('scene lines kept', 2)):
+                        inside = sum(float(mk[0][mk[k]].sum()) for mk in masks)  # the input's lines there
+                        kept = sum(float(lo[mk[k]].sum()) for lo, mk in zip(maps, masks))
+                        no_ref.setdefault(f'{name} {label} (%)', {})[m] = (
+                            100.0 * kept / inside if inside > 0 else float('nan'))
                 no_ref.setdefault(f'{name} mean change (grey levels)', {})[m] = _mean(changes)
             if clips and (name in ('nturain_a2', 'pedestrian', 'real_rain_yard', 'video/nturain', 'video/storm')):
                 t = len(clips[0][1]) - 1 if name != 'real_rain_yard' else 0
