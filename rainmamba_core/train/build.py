@@ -55,8 +55,52 @@ def build_model(cfg: TrainConfig) -> nn.Module:
             log.info('model.init_from %s: widening its detail head from %d to %d channels (the new '
                      'channels start with zero output weights: the output is unchanged at the start)',
                      cfg.model.init_from, source.detail.out.in_channels, model.detail.out.in_channels)
+        src_cfg, dst_cfg = source.config, model.config
+        depths = ('blocks_high1', 'blocks_low', 'blocks_high2')
+        if any(getattr(dst_cfg, d) > getattr(src_cfg, d) for d in depths):
+            weights = deepen_stages(weights, src_cfg, model.state_dict(), dst_cfg)
+            log.info('model.init_from %s: deepening its Mamba stages from %s to %s layer pairs (the new '
+                     'pairs start as identities: the output is unchanged at the start)', cfg.model.init_from,
+                     [getattr(src_cfg, d) for d in depths], [getattr(dst_cfg, d) for d in depths])
         model.load_state_dict_strict(weights, source=cfg.model.init_from)
     return model
+
+
+def _pair_names(cfg: Any) -> list[list[str]]:
+    """The global+local pair names of each Mamba stage (high1, low, high2), as RainMamba names them."""
+    return [[f'MambaBlock{i + 1}' for i in range(cfg.blocks_high1)],
+            [f'MambaBlockLowRes{i + 1}' for i in range(cfg.blocks_low)],
+            [f'MambaBlock{cfg.blocks_high1 + i + 1}' for i in range(cfg.blocks_high2)]]
+
+
+def deepen_stages(weights: dict[str, torch.Tensor], src_cfg: Any, fresh: dict[str, torch.Tensor],
+                  dst_cfg: Any) -> dict[str, torch.Tensor]:
+    """A trained model's Mamba stages grown to ``dst_cfg``'s depths, output unchanged (Net2DeeperNet-style).
+
+    Each stage keeps its trained layer pairs first (renamed where the high-resolution pairs after
+    the low-resolution stage are numbered on); the added pairs follow them with ``fresh``'s (random)
+    weights, except the two residual branches' last projections (``mamba.out_proj`` and
+    ``mlp.fc2``), which start at zero, so each added layer is the identity. Those projections get
+    gradients at the first step, the rest of an added layer from the second. A source deeper than
+    ``dst_cfg`` in any stage is refused (the caller's strict load lists the keys).
+    """
+    out = {k: v for k, v in weights.items() if 'MambaBlock' not in k}
+    for old_stage, new_stage in zip(_pair_names(src_cfg), _pair_names(dst_cfg)):
+        if len(old_stage) > len(new_stage):
+            raise TrainError(f'cannot deepen {old_stage} into fewer layer pairs {new_stage}: '
+                             'model.init_from is deeper than model.overrides')
+        for i, new in enumerate(new_stage):
+            for kind in ('Global', 'Local'):
+                prefix = f'{kind}{new}.'
+                if i < len(old_stage):
+                    old = f'{kind}{old_stage[i]}.'
+                    out.update({prefix + k[len(old):]: v for k, v in weights.items() if k.startswith(old)})
+                    continue
+                for k, v in fresh.items():
+                    if k.startswith(prefix):
+                        zero = k[len(prefix):] in ('mamba.out_proj.weight', 'mlp.fc2.weight', 'mlp.fc2.bias')
+                        out[k] = torch.zeros_like(v) if zero else v.clone()
+    return out
 
 
 def widen_detail(weights: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
