@@ -82,7 +82,8 @@ def deepen_stages(weights: dict[str, torch.Tensor], src_cfg: Any, fresh: dict[st
     weights, except the two residual branches' last projections (``mamba.out_proj`` and
     ``mlp.fc2``), which start at zero, so each added layer is the identity. Those projections get
     gradients at the first step, the rest of an added layer from the second. A source deeper than
-    ``dst_cfg`` in any stage is refused (the caller's strict load lists the keys).
+    ``dst_cfg`` in any stage raises `TrainError`. (`build_model` calls this only when some stage
+    grows; a source that is only deeper is refused by the strict load, which lists the keys.)
     """
     out = {k: v for k, v in weights.items() if 'MambaBlock' not in k}
     for old_stage, new_stage in zip(_pair_names(src_cfg), _pair_names(dst_cfg)):
