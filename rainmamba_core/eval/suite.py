@@ -154,6 +154,23 @@ def real_rain_masks(frames: np.ndarray, threshold: float = 10.0, neighbours: int
     return lines, rain, (scene > threshold) & (lines > threshold)
 
 
+def rain_scene_shares(masks: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                      outputs: list[np.ndarray]) -> dict[str, float]:
+    """What outputs leave of their rainy clips' rain lines and keep of their scene lines (%).
+
+    ``masks``: `real_rain_masks` of each rainy clip; ``outputs``: the (T, H, W, 3) uint8 outputs
+    for the same clips. Line strengths are summed over all clips before the ratio (NaN when a
+    mask is empty everywhere).
+    """
+    maps = [line_map(o) for o in outputs]
+    shares = {}
+    for label, k in (('rain lines left', 1), ('scene lines kept', 2)):
+        inside = sum(float(mk[0][mk[k]].sum()) for mk in masks)  # the rainy clips' lines there
+        kept = sum(float(lo[mk[k]].sum()) for lo, mk in zip(maps, masks))
+        shares[label] = 100.0 * kept / inside if inside > 0 else float('nan')
+    return shares
+
+
 def frame_psnrs(out: np.ndarray, gt: np.ndarray) -> list[float]:
     return [min(psnr(o, g), 100.0) for o, g in zip(out, gt)]  # identical frames: 100, not inf
 
@@ -228,7 +245,8 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
         per_set[name] = {}
         # real rain without ground truth: the input's line energy, once per clip for every method
         lines_in = [thin_line_energy(rainy) for _, rainy, gt in clips if gt is None]
-        masks = [real_rain_masks(rainy) for _, rainy, gt in clips if gt is None and len(rainy) > 1]
+        moving = [i for i, (_, rainy, gt) in enumerate(clips) if gt is None and len(rainy) > 1]
+        masks = [real_rain_masks(clips[i][1]) for i in moving]
         for m, fn in methods.items():
             if name == 'clean' and m not in models:
                 continue
@@ -257,12 +275,8 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
                 no_ref.setdefault(f'{name} thin bright lines left (%)', {})[m] = (
                     100.0 * sum(lines_out) / sum(lines_in) if sum(lines_in) > 0 else float('nan'))
                 if masks:  # the same lines split into rain (transient) and scene (persistent) ones
-                    maps = [line_map(o) for o, (_, rainy, gt) in zip(outs, clips) if gt is None and len(rainy) > 1]
-                    for label, k in (('rain lines left', 1), ('scene lines kept', 2)):
-                        inside = sum(float(mk[0][mk[k]].sum()) for mk in masks)  # the input's lines there
-                        kept = sum(float(lo[mk[k]].sum()) for lo, mk in zip(maps, masks))
-                        no_ref.setdefault(f'{name} {label} (%)', {})[m] = (
-                            100.0 * kept / inside if inside > 0 else float('nan'))
+                    for label, v in rain_scene_shares(masks, [outs[i] for i in moving]).items():
+                        no_ref.setdefault(f'{name} {label} (%)', {})[m] = v
                 no_ref.setdefault(f'{name} mean change (grey levels)', {})[m] = _mean(changes)
             if clips and (name in ('nturain_a2', 'pedestrian', 'real_rain_yard', 'video/nturain', 'video/storm')):
                 t = len(clips[0][1]) - 1 if name != 'real_rain_yard' else 0
