@@ -59,9 +59,14 @@ def _without_profiles(env: dict[str, str]) -> dict[str, str]:
             if k not in ('FASTDDS_DEFAULT_PROFILES_FILE', 'FASTRTPS_DEFAULT_PROFILES_FILE')}
 
 
-def _camera(env: dict[str, str], profile: Path, n: int) -> subprocess.Popen:
+COUNTERS = ('received', 'published', 'dropped', 'camera_info_received', 'images_missing')
+
+
+def _camera(env: dict[str, str], profile: Path, n: int, handshake: Path) -> subprocess.Popen:
+    handshake.mkdir()
     return subprocess.Popen(
-        [sys.executable, str(ROOT / 'test' / 'camera_process.py'), str(n), str(RATE_HZ), '640', '480'],
+        [sys.executable, str(ROOT / 'test' / 'camera_process.py'), str(n), str(RATE_HZ), '640', '480',
+         '--handshake', str(handshake)],
         env=dict(env, FASTDDS_DEFAULT_PROFILES_FILE=str(profile)),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -83,12 +88,12 @@ def test_large_frames_arrive_and_their_output_is_delivered(ros_env: dict[str, st
     sub_node = rclpy.create_node('transport_test', context=ctx)
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(sub_node)
-    got: list[int] = []
+    got: list[str] = []   # frame_id of every output delivered here ('warmup' or 'camera')
     diags: dict[str, Any] = {}
     loss_warnings: list[str] = []   # every 'input loss' WARN reported (a later report may be OK)
     # Best effort, the demanding side (a viewer on sensor-data QoS): only a transport that
     # carries the large sample whole delivers it.
-    sub_node.create_subscription(Image, '/derained/image', lambda m: got.append(len(m.data)),
+    sub_node.create_subscription(Image, '/derained/image', lambda m: got.append(m.header.frame_id),
                                  QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT))
 
     def on_diag(msg: DiagnosticArray) -> None:
@@ -108,6 +113,44 @@ def test_large_frames_arrive_and_their_output_is_delivered(ros_env: dict[str, st
         status = diags.get('derain_node: /image')
         return {kv.key: kv.value for kv in status.values} if status else {}
 
+    def counts() -> dict[str, int]:
+        v = values()
+        return {k: int(v.get(k, 0)) for k in COUNTERS}
+
+    def settled() -> dict[str, int]:
+        """The node's counters once two reports 1.2 s apart agree (the camera is silent)."""
+        end = time.monotonic() + 60.0
+        before = counts()
+        while time.monotonic() < end:
+            spin_until(lambda: False, 1.2)   # > the 1 s loss grace and two diagnostics periods
+            now = counts()
+            if now == before:
+                return now
+            before = now
+        raise AssertionError(f'the node\'s counters kept moving with the camera silent: {values()}')
+
+    def warm_up(cam: subprocess.Popen, hs: Path, warmed: Any) -> dict[str, int]:
+        """Let the camera send warm-up frames until `warmed(counts())` holds; then stop it and
+        return the node's settled counters. Its counted frames start on `hs / 'start'`.
+
+        Discovery is not what is measured: a subscriber may accept the camera's writer seconds
+        after the camera's publisher saw it match (seen on CI: 12 of 40 frames, images and
+        camera_info alike, lost at the start). The warm-up frames cover that time."""
+        assert spin_until(lambda: cam.poll() is not None or warmed(counts()), 150.0), \
+            f'the warm-up did not reach the node: {values()}'
+        assert cam.poll() is None, cam.stdout.read() if cam.stdout else ''
+        (hs / 'stop').touch()
+        assert spin_until(lambda: (hs / 'stopped').exists() or cam.poll() is not None, 60.0)
+        base = settled()
+        base['outputs'] = got.count('camera')   # counted frames delivered here so far
+        base['warmup_sent'] = int((hs / 'stopped').read_text())
+        return base
+
+    def run_to_end(cam: subprocess.Popen, hs: Path) -> None:
+        (hs / 'start').touch()
+        assert spin_until(lambda: cam.poll() is not None, 180.0), 'camera did not finish'
+        assert cam.returncode == 0, cam.stdout.read() if cam.stdout else ''
+
     cameras: list[subprocess.Popen] = []
     try:
         assert spin_until(lambda: node.poll() is not None or 'derain_node: /image' in diags,
@@ -116,31 +159,41 @@ def test_large_frames_arrive_and_their_output_is_delivered(ros_env: dict[str, st
         assert 'transport: Fast DDS profile' in log.read_text() and PROFILE.name in log.read_text()
 
         # Phase 1: the camera follows the docs (the shipped profile exported for the driver).
-        cameras.append(_camera(env, PROFILE, N_FRAMES))
-        assert spin_until(lambda: cameras[0].poll() is not None, 180.0), 'camera did not finish'
+        cameras.append(_camera(env, PROFILE, N_FRAMES, tmp_path / 'hs1'))
+        # a steady stream first (5 frames in), then the N counted frames
+        base = warm_up(cameras[0], tmp_path / 'hs1',
+                       lambda c: c['received'] >= 5 and c['camera_info_received'] >= 5)
+        run_to_end(cameras[0], tmp_path / 'hs1')
         spin_until(lambda: False, 2.0)   # the last frames through the node and two reports
         v = values()
-        received, published = int(v['received']), int(v['published'])
+        d = {k: int(v[k]) - base[k] for k in COUNTERS}
+        received, published = d['received'], d['published']
         # Best effort may lose a frame on a loaded machine; the issue's bar is 95 %.
-        assert received >= 0.95 * N_FRAMES, f'node received {received} of {N_FRAMES}: {v}'
+        assert received >= 0.95 * N_FRAMES, f'node received {received} of {N_FRAMES}: {d}, {v}'
         # Every output the node published reached this process. (A starved worker may skip
         # frames under keep-latest even in passthrough: those are counted as dropped.)
-        assert len(got) == published, \
-            f'{len(got)} outputs delivered to another process, {published} published'
-        assert published + int(v['dropped']) == received, v
-        assert v['images_missing'] == '0' and v['camera_info_received'] == str(N_FRAMES), v
+        delivered = got.count('camera') - base['outputs']
+        assert delivered == published, \
+            f'{delivered} outputs delivered to another process, {published} published'
+        assert published + d['dropped'] == received, (d, v)
+        # no image lost while its camera_info arrived (the large sample is what could fail)
+        assert d['images_missing'] == 0 and received <= d['camera_info_received'] <= N_FRAMES, (d, v)
 
         # Phase 2: a driver on a deliberately tiny transport: camera_info arrives, images do not.
+        # Its warm-up is the measurement: it runs until 5 images are missing (by construction
+        # nearly all are; see TINY_PROFILE); a tiny segment kept busy may later stall camera_info
+        # too, so no counted frames follow.
         tiny = tmp_path / 'tiny.xml'
         tiny.write_text(TINY_PROFILE)
-        cameras.append(_camera(env, tiny, 10))
-        assert spin_until(lambda: cameras[1].poll() is not None, 180.0), 'camera did not finish'
-        # at least half of the 10 lost (by construction nearly all are; see TINY_PROFILE)
-        assert spin_until(lambda: int(values().get('images_missing', 0)) >= 5, 10.0), values()
-        v = values()
-        lost = int(v['images_missing'])
+        cameras.append(_camera(env, tiny, 0, tmp_path / 'hs2'))
+        before = settled()
+        end = warm_up(cameras[1], tmp_path / 'hs2',
+                      lambda c: c['images_missing'] - before['images_missing'] >= 5)
+        run_to_end(cameras[1], tmp_path / 'hs2')
+        lost = end['images_missing'] - before['images_missing']
+        arrived = end['received'] - before['received']
         # no image counted both ways (a camera_info lost too leaves its image in neither)
-        assert lost + int(v['received']) - received <= 10, v
+        assert lost + arrived <= end['warmup_sent'], (before, end)
         text = log.read_text()
         assert 'images never arrived although their camera_info did' in text, text[-2000:]
         assert 'export FASTDDS_DEFAULT_PROFILES_FILE=' in text
