@@ -66,6 +66,12 @@ def test_identity_and_darkening_models_score_as_they_must(fake_shared: Path, tmp
     b = rows['brightness error, mean (grey levels)']
     assert b['darker'] != pytest.approx(b['identity'])
     assert rows['clean output vs input, mean (dB)']['darker'] == pytest.approx(20 * np.log10(255 / 6), abs=0.05)
+    # a2's clean frames alone: the same two answers, and only for the models
+    a2_clean = rows['nturain_a2 clean frames, output vs input, mean (dB)']
+    assert set(a2_clean) == {'identity', 'darker'}
+    assert a2_clean['identity'] == 100.0
+    assert a2_clean['darker'] == pytest.approx(20 * np.log10(255 / 6), abs=0.05)
+    assert rows['nturain_a2 clean frames, output vs input, worst frame (dB)']['darker'] <= a2_clean['darker']
     assert set(res['per_set']) >= {'nturain_a2', 'pedestrian', 'video/nturain', 'video/storm',
                                    'video_stride4/storm', 'clean', 'real_rain_yard'}
     # real rain has no ground truth: the identity leaves every line and changes nothing; the

@@ -43,7 +43,9 @@ def test_windows_cover_every_frame_and_the_numbers_are_written(tmp_path: Path, c
     row = data['models'][str(tmp_path / 'm.pt')]
     assert len(row['lines_left_windows']) == 2
     assert row['lines_left_mean'] == pytest.approx(np.mean(row['lines_left_windows']))
-    assert all(np.isfinite(row[k]) for k in ('a2_gain_db', 'rain_lines_left', 'scene_lines_kept'))
+    assert all(np.isfinite(row[k]) for k in ('a2_gain_db', 'rain_lines_left', 'scene_lines_kept',
+                                             'a2_clean_kept_db', 'a2_clean_kept_worst_db'))
+    assert row['a2_clean_kept_worst_db'] <= row['a2_clean_kept_db']
     assert 'rain lines left' in capsys.readouterr().out
 
 
