@@ -161,3 +161,29 @@ def test_scene_streaks_are_thin_bright_lines_in_both_input_and_target(videos: Pa
     assert not np.array_equal(streaked['gt'].numpy(), plain['gt'].numpy())
     with pytest.raises(DatasetError, match='scene_streak_prob'):
         VideoRainDataset([videos], scene_streak_prob=1.5)
+
+
+def test_rot90_stands_the_scene_s_lines_upright_before_the_rain(tmp_path: Path) -> None:
+    folder = tmp_path / 'lines' / 'road'
+    for k in range(6):                     # a bright horizontal line (a kerb) on row 8 of 32
+        img = np.full((32, 32, 3), 40, np.uint8)
+        img[8] = 220
+        write_image(folder / f'{k:05d}.png', img)
+
+    def gt(prob: float, seed: int) -> np.ndarray:
+        ds = VideoRainDataset([tmp_path / 'lines'], frames=2, crop=32, split='all', zoom=(1.0, 1.0),
+                              clean_prob=1.0, camera=False, cut_prob=0.0, rot90_prob=prob)
+        np.random.seed(seed)
+        item = ds[0]
+        assert np.array_equal(item['lq'].numpy(), item['gt'].numpy())   # clean: input = target
+        return item['gt'][0, 1].numpy() * 255                           # first frame, green
+
+    for seed in range(4):
+        flat = gt(0.0, seed)
+        assert flat[8].min() > 200 and flat[:, 8].max() > 200 and flat[:, 8].min() < 60  # a row
+        upright = gt(1.0, seed)
+        cols = [x for x in range(32) if upright[:, x].min() > 200]
+        assert cols in ([8], [23]), f'seed {seed}: expected one bright column (8 or 23), got {cols}'
+        assert all(upright[y].min() < 60 for y in range(32)), 'no bright row is left'
+    with pytest.raises(DatasetError, match='rot90_prob'):
+        VideoRainDataset([tmp_path / 'lines'], rot90_prob=-0.1)

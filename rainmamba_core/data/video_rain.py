@@ -13,6 +13,11 @@ consecutive frames and renders rain on them on the fly:
 * **rain**: a new look per clip (:func:`~rainmamba_core.data.rain_realism.random_rain`) or a fixed
   preset; a fraction of clips stay clean (input = target) so the model learns to leave clean
   frames alone;
+* **orientation** (optional): with probability ``rot90_prob`` the clean clip is turned a quarter
+  turn before the rain, so the scene's long straight lines (lane markings, kerbs, rails, the
+  horizon) stand upright beside the falling streaks: upright thin structures that belong to the
+  scene (mullions, poles, palm trunks, fountain jets) must come back unchanged, and dash-cam video
+  alone has few of them;
 * **exposure** (optional): with probability ``gamma_prob`` the clean clip's tone curve is bent by
   a gamma drawn log-uniformly from ``gamma`` before the rain (gamma < 1 brightens: the training
   videos average ~115 grey levels, NTURain's a2 ~180, and screen-blended rain looks different
@@ -106,6 +111,9 @@ class VideoRainDataset(Dataset):
             itself, before the simulated camera motion (so they move with the scene, and input and
             target both keep them): thin lines that belong to the scene (railings, mullions, jets
             of water) must come back unchanged. 0: none, and no random numbers are drawn.
+        rot90_prob: share of training clips turned a quarter turn (either way) before the rain:
+            the scene's horizontal lines become upright ones next to the streaks. 0: none, and
+            no random numbers are drawn.
     """
 
     def __init__(self, video_roots: Sequence[str | Path], frames: int = 4, crop: int | None = 128,
@@ -118,7 +126,7 @@ class VideoRainDataset(Dataset):
                  builtin_scenes: int = 0, length: int | None = None, seed: int = 0,
                  size: Sequence[int] | None = None, cache: bool = True,
                  gamma: Sequence[float] = (0.4, 1.5), gamma_prob: float = 0.0,
-                 scene_streak_prob: float = 0.0) -> None:
+                 scene_streak_prob: float = 0.0, rot90_prob: float = 0.0) -> None:
         if isinstance(video_roots, (str, Path)):
             video_roots = [video_roots]
         videos = find_videos(video_roots)
@@ -148,6 +156,9 @@ class VideoRainDataset(Dataset):
         if not 0.0 <= scene_streak_prob <= 1.0:
             raise DatasetError(f'scene_streak_prob={scene_streak_prob}: expected 0 <= scene_streak_prob <= 1')
         self.scene_streak_prob = float(scene_streak_prob)
+        if not 0.0 <= rot90_prob <= 1.0:
+            raise DatasetError(f'rot90_prob={rot90_prob}: expected 0 <= rot90_prob <= 1')
+        self.rot90_prob = float(rot90_prob)
         if still_prob > 0 and not still_roots and not builtin_scenes:
             raise DatasetError('still_prob > 0 needs still_roots or builtin_scenes')
         self.videos, self.frames, self.crop, self.train = videos, frames, crop, train
@@ -244,6 +255,8 @@ class VideoRainDataset(Dataset):
             clean = np.stack([resize_to(self._frame(files[i]), (h, w)) for i in idx])
             if self.presets:
                 preset = self.presets[(index // len(self.videos)) % len(self.presets)]
+        if self.train and self.rot90_prob > 0 and rng.random() < self.rot90_prob:
+            clean = np.rot90(clean, 1 if rng.random() < 0.5 else -1, axes=(1, 2))
         clean = np.ascontiguousarray(clean)
         if self.train and self.gamma_prob > 0 and rng.random() < self.gamma_prob:
             clean = apply_gamma(clean, float(np.exp(rng.uniform(*np.log(self.gamma)))))
