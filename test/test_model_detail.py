@@ -145,3 +145,69 @@ def test_a_narrower_detail_head_is_refused_with_the_keys(tmp_path: Path) -> None
     RainMamba(RainMambaConfig.tiny(detail_channels=12)).save_checkpoint(tmp_path / 'wide.pt')
     with pytest.raises(CheckpointError, match='mis-shaped keys'):
         build_model(_cfg(tmp_path / 'wide.pt', 8))
+
+
+# ------------------------------------------------------------------ the head that sees the previous frame
+def _prev_model(seed: int) -> RainMamba:
+    torch.manual_seed(seed)
+    model = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True)).eval()
+    torch.nn.init.normal_(model.detail.out.weight, std=0.05)
+    return model
+
+
+def test_detail_previous_needs_a_head() -> None:
+    with pytest.raises(ConfigError, match='detail_previous needs a detail head'):
+        RainMambaConfig.tiny(detail_previous=True)
+
+
+@pytest.mark.parametrize('height,width', [(40, 56), (50, 66)])  # 50x66: padded, then cropped back
+def test_a_head_that_sees_the_previous_frame_streams_like_the_whole_clip(height: int, width: int) -> None:
+    model = _prev_model(6)
+    clip = torch.rand(2, 5, 3, height, width)
+    with torch.no_grad():
+        full = model(clip)
+        state = model.init_state(2, height, width)
+        assert tuple(state['detail.prev'].shape) == (2, 3, 56 if height == 50 else 40, 72 if width == 66 else 56)
+        outs = []
+        for t in range(clip.shape[1]):
+            out, state = model.step(clip[:, t], state)
+            outs.append(out)
+        # the carried frame is the last (padded) input; the same ops as the whole clip: same bound as above
+        assert torch.equal(state['detail.prev'][..., :height, :width], clip[:, -1])
+    rel = ((torch.stack(outs, 1) - full).norm() / full.norm()).item()
+    assert rel <= 1e-5
+
+
+def test_the_previous_frame_changes_the_output_and_only_through_the_head() -> None:
+    model = _prev_model(7)
+    clip = torch.rand(1, 3, 3, 32, 40)
+    other = clip.clone()
+    other[:, 1] = torch.rand(3, 32, 40)          # frame 1 differs: frame 2 sees another previous frame
+    with torch.no_grad():
+        a, b = model(clip), model(other)
+        assert (a[:, 2] - b[:, 2]).abs().max() > 1e-4
+        nohead = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True)).eval()
+        nohead.load_state_dict(model.state_dict())
+        nohead.detail.body[0].weight[:, -3:] = 0   # the head blind to the previous frame again
+        c, d = nohead(clip), nohead(other)
+        # frame 2 still differs through the carried features (temporal caches), but less than with the head
+        assert (c[:, 2] - d[:, 2]).abs().max() < (a[:, 2] - b[:, 2]).abs().max()
+
+
+def test_growing_a_head_to_see_the_previous_frame_keeps_the_output(tmp_path: Path) -> None:
+    torch.manual_seed(8)
+    source = RainMamba(RainMambaConfig.tiny(detail_channels=8)).eval()
+    torch.nn.init.normal_(source.detail.out.weight, std=0.05)   # a trained head
+    source.save_checkpoint(tmp_path / 'plain.pt')
+    cfg = _cfg(tmp_path / 'plain.pt', 8)
+    cfg.model.overrides['detail_previous'] = True
+    grown = build_model(cfg).eval()
+    assert grown.config.detail_previous and grown.detail.body[0].in_channels == source.detail.body[0].in_channels + 3
+    clip = torch.rand(1, 3, 3, 40, 48)
+    with torch.no_grad():
+        assert torch.equal(grown(clip), source(clip))   # exact zeros added to the same sums
+    (grown(clip) - clip.flip(-1)).abs().mean().backward()
+    assert grown.detail.body[0].weight.grad[:, -3:].abs().sum() > 0   # the new inputs learn at step 1
+    with pytest.raises(CheckpointError, match='mis-shaped keys'):  # and a plain model refuses the grown one
+        grown.save_checkpoint(tmp_path / 'grown.pt')
+        RainMamba.from_checkpoint(tmp_path / 'grown.pt', config=RainMambaConfig.tiny(detail_channels=8))

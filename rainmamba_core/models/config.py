@@ -28,6 +28,7 @@ class RainMambaConfig:
     causal: bool = False               # causal in time: frame-by-frame streaming with carried state
     residual_output: bool = False      # add the input frame to the output (official: False)
     detail_channels: int = 0           # full-resolution detail head that sees the input frame (0: none, official)
+    detail_previous: bool = False      # the detail head also sees the previous input frame (carried when streaming)
     pad_multiple: int = 8              # H and W are padded (mirror) up to a multiple of this
     window: int = 5                    # frames per clip the model was trained on (windowed mode)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (not used by the network)
@@ -46,6 +47,8 @@ class RainMambaConfig:
                               f'down/up path), got {self.pad_multiple}')
         if self.detail_channels < 0:
             raise ConfigError(f'detail_channels must be >= 0 (0: no detail head), got {self.detail_channels}')
+        if self.detail_previous and not self.detail_channels:
+            raise ConfigError('detail_previous needs a detail head (detail_channels > 0)')
         for name in ('num_features', 'd_state', 'd_conv', 'expand', 'window'):
             if getattr(self, name) < 1:
                 raise ConfigError(f'{name} must be >= 1, got {getattr(self, name)}')

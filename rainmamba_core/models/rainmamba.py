@@ -130,7 +130,10 @@ class RainMamba(nn.Module):
         self.conv_last = nn.Conv3d(dc // 8, 3, (1, 3, 3), padding=(0, 1, 1))
         # The stride-4 stem sees a 4x4 patch through encoder_channels[0] values, so thin streaks
         # blur out of the features; the detail head looks at the input frame itself at full resolution.
-        self.detail = DetailHead(dc // 8, cfg.detail_channels) if cfg.detail_channels else None
+        # With detail_previous it also sees the previous input frame: a thin line there in both
+        # frames (within the head's 7x7 reach) is scene, one there only now is likely rain.
+        self.detail = (DetailHead(dc // 8, cfg.detail_channels, previous=cfg.detail_previous)
+                       if cfg.detail_channels else None)
 
         def pair(name: str, dim: int) -> list[str]:
             kw = dict(d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, mlp_ratio=cfg.mlp_ratio)
@@ -179,8 +182,10 @@ class RainMamba(nn.Module):
         f = self.refine(f) + f
         return f.view(batch, frames, *f.shape[1:])
 
-    def _decode(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, h, w) features, (B, T, 3, 4h, 4w) padded input -> (B, T, 3, 4h, 4w); per frame."""
+    def _decode(self, x: torch.Tensor, frames: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, T, h, w) features, (B, T, 3, 4h, 4w) padded input -> (B, T, 3, 4h, 4w); per frame.
+
+        prev: (B, T, 3, 4h, 4w) the frame before each (detail_previous models only)."""
         # The (1, 3, 3) conv3ds are per-frame 2D convs: conv2d on (B*T, C, h, w), a view for T = 1.
         # Channels-last from here on: oneDNN's NHWC kernels and pixel_shuffle are faster on it.
         batch, _, count = x.shape[:3]
@@ -193,11 +198,12 @@ class RainMamba(nn.Module):
         x = self.upsample2(conv2d(self.conv_before_upsample2, x))
         if self.detail is None or torch.jit.is_tracing():  # ONNX export: the graph keeps both convs
             out = conv2d(self.conv_last, x).contiguous().view(batch, count, 3, *x.shape[-2:])
-            return out if self.detail is None else out + self.detail(x.view(batch, count, *x.shape[1:]), frames)
+            return out if self.detail is None else out + self.detail(x.view(batch, count, *x.shape[1:]), frames,
+                                                                      prev=prev)
         # conv_last (C -> 3) rides in the detail head's first conv over [x, frame] (3 more outputs)
         # instead of a second pass over x by a 3-output conv, which oneDNN runs slowly.
         return self.detail(x.view(batch, count, *x.shape[1:]), frames,
-                           side=(self.conv_last.weight[:, :, 0], self.conv_last.bias))
+                           side=(self.conv_last.weight[:, :, 0], self.conv_last.bias), prev=prev)
 
     def _down(self, x: torch.Tensor, causal: bool, cache, want_cache: bool):
         """(B, T, C, h, w) -> (B, T, 2C, h/2, w/2)."""
@@ -284,7 +290,13 @@ class RainMamba(nn.Module):
         f = layers(self.stage_low, f, small)
         g, c2 = self._up(f, causal, cache('upconv2.cache'), return_state)
         g = layers(self.stage_high2, g.transpose(1, 2), large).transpose(1, 2)
-        out = self._decode(g, x)[..., :height, :width]
+        prev = None
+        if self.config.detail_previous:  # the frame before each; before the first, the carried one
+            first = cache('detail.prev') if state is not None else x.new_zeros(x.shape[0], *x.shape[2:])
+            prev = torch.cat([first[:, None], x[:, :-1]], dim=1)
+            if return_state:
+                new_state['detail.prev'] = x[:, -1]
+        out = self._decode(g, x, prev)[..., :height, :width]
         if self.config.residual_output:
             out = out + clip
         if return_state:
@@ -325,6 +337,8 @@ class RainMamba(nn.Module):
         nf = self.config.num_features
         state['conv1.cache'] = torch.zeros(batch, nf, 2, h, w, device=device, dtype=dtype)
         state['upconv2.cache'] = torch.zeros(batch, 2 * nf, 2, h // 2, w // 2, device=device, dtype=dtype)
+        if self.config.detail_previous:  # the previous (padded) input frame; zero before the first
+            state['detail.prev'] = torch.zeros(batch, 3, 4 * h, 4 * w, device=device, dtype=dtype)
         return state
 
     def step(self, frames: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -413,17 +427,23 @@ class DetailHead(nn.Module):
     Per frame (no temporal state), so streaming and export are unaffected.
     """
 
-    def __init__(self, feat_channels: int, channels: int):
+    def __init__(self, feat_channels: int, channels: int, previous: bool = False):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(feat_channels + 3, channels, 3, padding=1), nn.GELU(),
+        self.previous = previous
+        inputs = feat_channels + (6 if previous else 3)
+        self.body = nn.Sequential(nn.Conv2d(inputs, channels, 3, padding=1), nn.GELU(),
                                   nn.Conv2d(channels, channels, 3, padding=1), nn.GELU())
         self.out = nn.Conv2d(channels, 3, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, feats: torch.Tensor, frames: torch.Tensor,
-                side: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
+                side: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+                prev: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C, H, W) features, (B, T, 3, H, W) frames -> (B, T, 3, H, W) correction.
+
+        prev: (B, T, 3, H, W) the frame before each, for a head built with ``previous=True``
+        (its first conv reads [features, frame, previous frame]).
 
         side: optional (weight (S, C, kh, kw), bias (S,)) of a 'same'-padded conv over the
         features alone whose output is added to the correction (the decoder's conv_last). It
@@ -433,12 +453,16 @@ class DetailHead(nn.Module):
         sum is the same, so the result equals conv + head separately.
         """
         first, act1, second, act2 = self.body
+        if self.previous != (prev is not None):
+            raise ValueError(f'detail head built with previous={self.previous} was given '
+                             f'{"a" if prev is not None else "no"} previous frame')
+        extra_in = [prev] if prev is not None else []
         if side is None:
-            x = torch.cat([feats, frames], dim=2).flatten(0, 1)
+            x = torch.cat([feats, frames, *extra_in], dim=2).flatten(0, 1)
             return self.out(act2(second(act1(first(x))))).contiguous().view(*frames.shape)
         # [features, frame] built channels-last (N, H, W, C) and seen as NCHW, so every conv of
         # the head takes oneDNN's NHWC path (measured 1.1-2.5x faster than NCHW at these widths)
-        x = torch.cat([feats.flatten(0, 1).permute(0, 2, 3, 1), frames.flatten(0, 1).permute(0, 2, 3, 1)],
+        x = torch.cat([v.flatten(0, 1).permute(0, 2, 3, 1) for v in (feats, frames, *extra_in)],
                       dim=-1).permute(0, 3, 1, 2)
         w, b = side
         n, extra = first.out_channels, w.shape[0]
@@ -453,7 +477,8 @@ class DetailHead(nn.Module):
 def _config_summary(cfg: RainMambaConfig) -> str:
     return (f'num_features={cfg.num_features}, encoder_channels={cfg.encoder_channels}, '
             f'blocks=({cfg.blocks_high1},{cfg.blocks_low},{cfg.blocks_high2}), causal={cfg.causal}'
-            + (f', detail_channels={cfg.detail_channels}' if cfg.detail_channels else ''))
+            + (f', detail_channels={cfg.detail_channels}' if cfg.detail_channels else '')
+            + (', detail_previous=True' if cfg.detail_previous else ''))
 
 
 def read_checkpoint(path: str | os.PathLike, map_location='cpu') -> tuple[dict[str, torch.Tensor],

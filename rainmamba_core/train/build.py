@@ -49,7 +49,11 @@ def build_model(cfg: TrainConfig) -> nn.Module:
             weights.update(fresh)
             log.info('model.init_from %s has no detail head: adding a fresh one (%d parameters, zero output '
                      'at the start)', cfg.model.init_from, sum(v.numel() for v in fresh.values()))
-        elif model.detail is not None and source.detail is not None \
+        if model.config.detail_previous and source.detail is not None and not source.config.detail_previous:
+            weights = see_previous_frame(weights)
+            log.info('model.init_from %s: its detail head now also reads the previous input frame (3 input '
+                     'channels with zero weights: the output is unchanged at the start)', cfg.model.init_from)
+        if model.detail is not None and source.detail is not None \
                 and model.detail.out.in_channels > source.detail.out.in_channels:
             weights = widen_detail(weights, model.state_dict())
             log.info('model.init_from %s: widening its detail head from %d to %d channels (the new '
@@ -101,6 +105,19 @@ def deepen_stages(weights: dict[str, torch.Tensor], src_cfg: Any, fresh: dict[st
                     if k.startswith(prefix):
                         zero = k[len(prefix):] in ('mamba.out_proj.weight', 'mlp.fc2.weight', 'mlp.fc2.bias')
                         out[k] = torch.zeros_like(v) if zero else v.clone()
+    return out
+
+
+def see_previous_frame(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A trained detail head given three more inputs, the previous frame's RGB, output unchanged.
+
+    The head's first conv reads [features, frame] and now [features, frame, previous frame]: the
+    new input channels get zero weights, so the output is the same until training moves them
+    (they get gradients at the first step). Every other key is returned as it was.
+    """
+    out = dict(weights)
+    w = weights['detail.body.0.weight']
+    out['detail.body.0.weight'] = torch.cat([w, w.new_zeros(w.shape[0], 3, *w.shape[2:])], dim=1)
     return out
 
 
