@@ -76,6 +76,34 @@ def test_onnxruntime_equals_torch_over_10_carried_steps(cached: CachedExportBack
     assert worst_out <= RTOL and worst_state <= STATE_RTOL
 
 
+def test_a_head_that_sees_the_previous_frame_exports_with_its_carried_frame(tmp_path: Path) -> None:
+    # detail_previous carries the last input frame in the state: the export must take it in and
+    # give the new one back, and ORT must follow torch over carried steps (same bounds as above).
+    from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
+    torch.manual_seed(0)
+    model = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True)).eval()
+    torch.nn.init.normal_(model.detail.out.weight, std=0.05)   # a head that contributes
+    model.save_checkpoint(tmp_path / 'prev.pt')
+    backend = make_onnx_backend(tmp_path / 'prev.pt', device='cpu', cache_dir=tmp_path / 'cache')
+    h, w = SIZES[1]
+    graph = backend.graph('step', h, w)
+    assert graph.state_layout[-1]['input'] == 'state.detail.prev'
+    state = model.init_state(1, h, w)
+    feeds = {f'state.{k}': v.numpy() for k, v in state.items()}
+    gen = torch.Generator().manual_seed(1)
+    worst_out = worst_state = 0.0
+    for _ in range(4):
+        frame = torch.rand(1, 3, h, w, generator=gen)
+        with torch.no_grad():
+            ref, state = model.step(frame, state)
+        res = graph.session.run(None, {'frame': frame.numpy(), **feeds})
+        feeds = {s['input']: r for s, r in zip(graph.state_layout, res[1:])}
+        worst_out = max(worst_out, _rel(res[0], ref.numpy()))
+        worst_state = max(worst_state, max(_rel(feeds['state.' + k], v.numpy()) for k, v in state.items()))
+    assert np.array_equal(feeds['state.detail.prev'][..., :h, :w], frame.numpy())  # the frame, carried as is
+    assert worst_out <= RTOL and worst_state <= STATE_RTOL
+
+
 def test_sidecar_matches_graph_and_model(cached: CachedExportBackend) -> None:
     h, w = SIZES[0]
     path = cached.cache_path('step', h, w)
