@@ -424,7 +424,9 @@ class DetailHead(nn.Module):
 
     Two 3x3 conv + GELU layers over [features, frame], then a 3x3 conv to RGB whose weights start at
     zero, so adding the head to a trained model leaves its output unchanged until fine-tuning moves it.
-    Per frame (no temporal state), so streaming and export are unaffected.
+    Per frame (no temporal state), so streaming and export are unaffected; with ``previous=True``
+    the first conv also reads the previous input frame, which the model carries in its stream
+    state (``detail.prev``).
     """
 
     def __init__(self, feat_channels: int, channels: int, previous: bool = False):
