@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rainmamba_core.eval.evaluate import folder_clips, torch_clip_fn
     from rainmamba_core.eval.metrics import psnr, to_uint8
-    from rainmamba_core.eval.suite import rain_scene_shares, real_rain_masks, thin_line_energy
+    from rainmamba_core.eval.suite import frame_psnrs, rain_scene_shares, real_rain_masks, thin_line_energy
     from rainmamba_core.models.rainmamba import RainMamba, load_default_model
     torch.set_num_threads(2)
     yard = next(iter(folder_clips(yard_dir)))[1]
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         run = torch_clip_fn(model.eval())
         a2_out = to_uint8(np.asarray(run(a2_rainy)))
         gain = float(np.mean([psnr(o, c) for o, c in zip(a2_out, a2_clean)])) - a2_input
-        kept = [psnr(o, c) for o, c in zip(to_uint8(np.asarray(run(a2_clean))), a2_clean)]
+        kept = frame_psnrs(to_uint8(np.asarray(run(a2_clean))), a2_clean)  # as the suite's row
         out = np.concatenate([to_uint8(np.asarray(run(yard[a:b]))) for a, b in windows])
         left = [100 * thin_line_energy(out[a:b]) / thin_line_energy(yard[a:b]) for a, b in windows]
         shares = rain_scene_shares([masks], [out])
