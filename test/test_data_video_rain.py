@@ -8,7 +8,7 @@ import pytest
 
 from rainmamba_core.data.clips import write_image
 from rainmamba_core.data.datasets import DatasetError
-from rainmamba_core.data.video_rain import HELDOUT_VIDEOS, VideoRainDataset, find_videos
+from rainmamba_core.data.video_rain import HELDOUT_VIDEOS, VideoRainDataset, find_videos, unsharp_mask
 
 
 def make_video(folder: Path, frames: int = 20, h: int = 40, w: int = 64, value0: int = 0) -> None:
@@ -187,3 +187,37 @@ def test_rot90_stands_the_scene_s_lines_upright_before_the_rain(tmp_path: Path) 
         assert all(upright[y].min() < 60 for y in range(32)), 'no bright row is left'
     with pytest.raises(DatasetError, match='rot90_prob'):
         VideoRainDataset([tmp_path / 'lines'], rot90_prob=-0.1)
+
+
+def test_sharpen_crisps_the_scene_s_edges_before_the_rain(tmp_path: Path) -> None:
+    folder = tmp_path / 'edge' / 'road'
+    for k in range(6):                     # a soft step from 60 to 180 grey levels at column 16
+        img = np.full((32, 32, 3), 60, np.uint8)
+        img[:, 16:] = 180
+        img[:, 15], img[:, 16] = 90, 150
+        write_image(folder / f'{k:05d}.png', img)
+
+    def gt(prob: float, seed: int, **kw) -> np.ndarray:
+        ds = VideoRainDataset([tmp_path / 'edge'], frames=2, crop=32, split='all', zoom=(1.0, 1.0),
+                              clean_prob=1.0, camera=False, cut_prob=0.0, sharpen_prob=prob, **kw)
+        np.random.seed(seed)
+        item = ds[0]
+        assert np.array_equal(item['lq'].numpy(), item['gt'].numpy())   # clean: input = target
+        return np.round(item['gt'][0, 1].numpy() * 255)                 # first frame, green
+
+    for seed in range(3):
+        soft, sharp = gt(0.0, seed), gt(1.0, seed, sharpen=(1.0, 1.0))
+        assert np.ptp(soft) == 120 and soft.min() == 60                # untouched: no overshoot
+        # an unsharp mask overshoots on both sides of the edge (a flip may mirror it) ...
+        assert sharp.min() < 55 and sharp.max() > 185, (seed, sharp.min(), sharp.max())
+        # ... and leaves the flat parts alone
+        assert np.array_equal(sharp[:, :8] if sharp[0, 0] < 100 else sharp[:, -8:], np.full((32, 8), 60.0))
+    # amount 0 is the identity; a bad range or probability is refused by name
+    clip = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    assert np.array_equal(unsharp_mask(clip, 0.0, 1.0), clip)
+    with pytest.raises(DatasetError, match='sharpen_prob'):
+        VideoRainDataset([tmp_path / 'edge'], sharpen_prob=2.0)
+    with pytest.raises(DatasetError, match='sharpen'):
+        VideoRainDataset([tmp_path / 'edge'], sharpen=(1.5, 0.5))
+    with pytest.raises(DatasetError, match='uint8'):
+        unsharp_mask(clip.astype(np.float32), 1.0, 1.0)
