@@ -211,3 +211,22 @@ def test_growing_a_head_to_see_the_previous_frame_keeps_the_output(tmp_path: Pat
     with pytest.raises(CheckpointError, match='mis-shaped keys'):  # and a plain model refuses the grown one
         grown.save_checkpoint(tmp_path / 'grown.pt')
         RainMamba.from_checkpoint(tmp_path / 'grown.pt', config=RainMambaConfig.tiny(detail_channels=8))
+
+
+def test_checkpoint_config_leaves_out_late_keys_at_their_default(tmp_path) -> None:
+    """A model without the previous-frame head writes no `detail_previous` key, so its checkpoint
+    loads in package versions from before the key existed (their from_dict refuses unknown keys,
+    which is how the speed benchmark's reference revision reads today's bundled default)."""
+    from rainmamba_core.models.config import LATE_KEYS, RainMambaConfig
+    from rainmamba_core.models.rainmamba import RainMamba
+    plain = RainMambaConfig.tiny(detail_channels=8)
+    assert 'detail_previous' in LATE_KEYS and 'detail_previous' not in plain.to_dict()
+    assert RainMambaConfig.from_dict(plain.to_dict()) == plain
+    seeing = RainMambaConfig.tiny(detail_channels=8, detail_previous=True)
+    assert seeing.to_dict()['detail_previous'] is True          # a set key is always written
+    assert RainMambaConfig.from_dict(seeing.to_dict()) == seeing
+    path = tmp_path / 'plain.pt'
+    RainMamba(plain).save_checkpoint(path)
+    stored = torch.load(path, weights_only=True)['config']
+    assert 'detail_previous' not in stored
+    assert RainMamba.from_checkpoint(path).config == plain

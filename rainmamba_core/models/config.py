@@ -12,6 +12,10 @@ class ConfigError(RainMambaError, ValueError):
     """A configuration value or key is invalid."""
 
 
+# Config keys added after the first release, with the default that leaves the network as it was.
+LATE_KEYS: dict[str, Any] = {'detail_previous': False}
+
+
 @dataclass
 class RainMambaConfig:
     num_features: int = 128            # channels of the Mamba stages at 1/4 resolution (x2 at 1/8)
@@ -68,9 +72,15 @@ class RainMambaConfig:
         return cls(**base)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain dict for checkpoints. Keys added after the first release (:data:`LATE_KEYS`) are
+        left out while they hold their default, so the file still loads in earlier versions of the
+        package, whose :meth:`from_dict` refuses keys it does not know."""
         d = dataclasses.asdict(self)
         d['encoder_depths'] = list(self.encoder_depths)
         d['encoder_channels'] = list(self.encoder_channels)
+        for key, default in LATE_KEYS.items():
+            if d[key] == default:
+                del d[key]
         return d
 
     @classmethod
