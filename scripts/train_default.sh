@@ -7,9 +7,11 @@
 # model_final.pt: larger crops (64² -> 96² -> 128² -> 128²), then the detail head (stage 5) and
 # the PSNR loss (stages 6-8); then stage 9, `--config tiny_cpu_video`: real clean video with a
 # random rain look per clip and the camera pipeline (generalisation), and stage 10,
-# `--config tiny_cpu_sharp`: the same plus the sharp look of real camera rain. Stages 1-8 take about
-# 6.7 h on an idle 2-core CPU, stage 9 about 1 h (2,000 steps of 4 x 112² x 2 at about 0.5-0.6 it/s),
-# stage 10 about 52 min (1,800 steps)
+# `--config tiny_cpu_sharp`: the same plus the sharp look of real camera rain, and stage 11,
+# `--config tiny_cpu_composite` on 8-frame clips: the composite look of NTURain's rain. Stages 1-8
+# take about 6.7 h on an idle 2-core CPU, stage 9 about 1 h (2,000 steps of 4 x 112² x 2 at about
+# 0.5-0.6 it/s), stage 10 about 52 min (1,800 steps), stage 11 about 23 min (2,400 steps of one
+# 8-frame clip)
 # (stage times in the model card); keep other CPU work off the machine meanwhile. Re-running the
 # script skips finished stages and resumes an interrupted one exactly from its last checkpoint.
 # The result is OUT_DIR/default_tiny.pt (the same file format as the bundled one).
