@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rainmamba_core.models.config import ConfigError
+from rainmamba_core.models.config import LATE_KEYS, ConfigError
 from rainmamba_core.models.rainmamba import CheckpointError, RainMamba, RainMambaConfig
 from rainmamba_core.train.config import config_from_dict
 from rainmamba_core.train.trainer import build_model
@@ -213,12 +213,10 @@ def test_growing_a_head_to_see_the_previous_frame_keeps_the_output(tmp_path: Pat
         RainMamba.from_checkpoint(tmp_path / 'grown.pt', config=RainMambaConfig.tiny(detail_channels=8))
 
 
-def test_checkpoint_config_leaves_out_late_keys_at_their_default(tmp_path) -> None:
+def test_checkpoint_config_leaves_out_late_keys_at_their_default(tmp_path: Path) -> None:
     """A model without the previous-frame head writes no `detail_previous` key, so its checkpoint
     loads in package versions from before the key existed (their from_dict refuses unknown keys,
     which is how the speed benchmark's reference revision reads today's bundled default)."""
-    from rainmamba_core.models.config import LATE_KEYS, RainMambaConfig
-    from rainmamba_core.models.rainmamba import RainMamba
     plain = RainMambaConfig.tiny(detail_channels=8)
     assert 'detail_previous' in LATE_KEYS and 'detail_previous' not in plain.to_dict()
     assert RainMambaConfig.from_dict(plain.to_dict()) == plain

@@ -294,10 +294,7 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
         progress(f'[suite] {name}: {len(clips)} clips, {time.time() - t0:.0f} s  ' + '  '.join(
             f'{m} {v:.2f}' for m, v in shown.items()))
     rows = _rows(per_set, models, bright, clean_frames, stream_gap, opts)
-    if any(a2_clean.values()):
-        rows['nturain_a2 clean frames, output vs input, mean (dB)'] = {m: _mean(v) for m, v in a2_clean.items()}
-        rows['nturain_a2 clean frames, output vs input, worst frame (dB)'] = {
-            m: float(min(v)) for m, v in a2_clean.items()}
+    _kept_rows(rows, 'nturain_a2 clean frames, output vs input', a2_clean)
     rows.update(no_ref)
     return {'rows': rows, 'per_set': per_set, 'notes': notes, 'targets': TARGETS,
             'options': {'frames': opts.frames, 'size': list(opts.size), 'stride': opts.stride,
@@ -318,6 +315,14 @@ def _add_image(images: list, name: str, method: str, rainy: np.ndarray, out: np.
     if method != 'rainy input':
         panels.append((method, out))
     images.append((name, panels))
+
+
+def _kept_rows(rows: dict[str, dict[str, float]], label: str, frames: dict[str, list[float]]) -> None:
+    """Add '<label>, mean (dB)' and '<label>, worst frame (dB)' from per-frame PSNRs of clean input
+    streamed through each model (output vs input), when there are any."""
+    if any(frames.values()):
+        rows[f'{label}, mean (dB)'] = {m: _mean(v) for m, v in frames.items()}
+        rows[f'{label}, worst frame (dB)'] = {m: float(min(v)) for m, v in frames.items()}
 
 
 def _rows(per_set: dict, models: dict, bright: dict, clean_frames: dict, stream_gap: dict,
@@ -341,9 +346,7 @@ def _rows(per_set: dict, models: dict, bright: dict, clean_frames: dict, stream_
             rows[f'{n} gain (dB)'] = gain(n)
         methods = per_set[names[0]].keys()
         rows[f'{prefix} all presets gain (dB)'] = {m: _mean([gain(n)[m] for n in names]) for m in methods}
-    if any(clean_frames.values()):
-        rows['clean output vs input, mean (dB)'] = {m: _mean(v) for m, v in clean_frames.items()}
-        rows['clean output vs input, worst frame (dB)'] = {m: float(min(v)) for m, v in clean_frames.items()}
+    _kept_rows(rows, 'clean output vs input', clean_frames)
     if any(bright.values()):
         rows['brightness error, mean (grey levels)'] = {m: _mean(v) for m, v in bright.items()}
         rows['brightness error, worst frame (grey levels)'] = {m: float(max(v)) for m, v in bright.items()}
