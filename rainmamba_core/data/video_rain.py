@@ -29,6 +29,9 @@ consecutive frames and renders rain on them on the fly:
   over a bright scene);
 * **camera**: blur, sensor noise and JPEG after the rain, identical on input and target
   (:func:`~rainmamba_core.data.rain_realism.apply_camera`);
+* **real rain** (optional): with probability ``real_prob`` the clip is *real* rainy video with
+  a target made from the video itself (rain is transient, the scene is not:
+  :mod:`~rainmamba_core.data.real_rain`), so the model meets a camera's own rain;
 * **stills** (optional): with probability ``still_prob`` the clip is a still with simulated camera
   motion instead (CamVid/CARLA/procedural scenes), for variety of scenes; with probability
   ``scene_streak_prob`` a still gets rain-like streaks painted into the scene itself (kept in the
@@ -55,6 +58,7 @@ from torch.utils.data import Dataset
 from .clips import CameraMotion, builtin_scene, list_images, natural_key, read_image, resize_to, still_to_clip
 from .datasets import BUILTIN_SEED0, DatasetError, _global_rng, to_tensor_clip
 from .rain_realism import apply_camera, random_camera, random_rain
+from .real_rain import RealRainClips
 from .synthetic_rain import RainGenerator, RainParams
 
 # Whole videos never trained on: one dash-cam clip and one of the Intel clips.
@@ -121,6 +125,10 @@ class VideoRainDataset(Dataset):
             no random numbers are drawn.
         sharpen, sharpen_prob: (lo, hi) range of the unsharp-mask amount (uniform) and the share
             of training clips sharpened before the rain (0: none, and no random numbers are drawn).
+        real_roots, real_prob, real_holdout: folders of *real* rainy frames (no ground truth) and
+            the share of training clips drawn from them, with self-supervised targets
+            (:class:`~rainmamba_core.data.real_rain.RealRainClips`; ``real_holdout`` frames at the
+            end of each clip are never used). 0: none, and no random numbers are drawn.
     """
 
     def __init__(self, video_roots: Sequence[str | Path], frames: int = 4, crop: int | None = 128,
@@ -134,7 +142,8 @@ class VideoRainDataset(Dataset):
                  size: Sequence[int] | None = None, cache: bool = True,
                  gamma: Sequence[float] = (0.4, 1.5), gamma_prob: float = 0.0,
                  scene_streak_prob: float = 0.0, rot90_prob: float = 0.0,
-                 sharpen: Sequence[float] = (0.5, 1.5), sharpen_prob: float = 0.0) -> None:
+                 sharpen: Sequence[float] = (0.5, 1.5), sharpen_prob: float = 0.0,
+                 real_roots: Sequence[str | Path] = (), real_prob: float = 0.0, real_holdout: int = 0) -> None:
         if isinstance(video_roots, (str, Path)):
             video_roots = [video_roots]
         videos = find_videos(video_roots)
@@ -173,6 +182,11 @@ class VideoRainDataset(Dataset):
         self.sharpen, self.sharpen_prob = (float(sharpen[0]), float(sharpen[1])), float(sharpen_prob)
         if still_prob > 0 and not still_roots and not builtin_scenes:
             raise DatasetError('still_prob > 0 needs still_roots or builtin_scenes')
+        if not 0.0 <= real_prob <= 1.0 or (real_prob > 0 and not real_roots):
+            raise DatasetError(f'real_prob={real_prob}: expected 0 <= real_prob <= 1, and real_roots '
+                               '(folders of real rainy frames) when it is above 0')
+        self.real_prob = float(real_prob)
+        self.real = RealRainClips(real_roots, holdout=real_holdout) if train and real_prob > 0 else None
         self.videos, self.frames, self.crop, self.train = videos, frames, crop, train
         self.stride, self.eval_stride = (lo, hi), eval_stride
         self.reverse_prob, self.cut_prob, self.clean_prob = reverse_prob, cut_prob, clean_prob
@@ -244,6 +258,8 @@ class VideoRainDataset(Dataset):
         """Item ``index`` drawn from ``rng``."""
         t = self.frames
         preset = None
+        if self.train and self.real is not None and rng.random() < self.real_prob:
+            return self._real_item(index, rng)
         if self.train:
             side = int(self.crop or 128)
             if self.still_prob > 0 and rng.random() < self.still_prob:
@@ -283,6 +299,17 @@ class VideoRainDataset(Dataset):
         if self.camera:
             lq, clean = apply_camera([lq, clean], random_camera(rng), rng)
         return {'lq': to_tensor_clip(lq), 'gt': to_tensor_clip(clean), 'key': f'{name}/{look}/{index}'}
+
+    def _real_item(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        """A real rainy clip and its self-supervised target (:mod:`.real_rain`): the same window
+        and flip for both; no synthetic rain and no camera pipeline (the camera already ran)."""
+        name, rainy, target = self.real.sample(self.frames, rng)
+        both = self._window(list(np.concatenate([rainy, target])), int(self.crop or 128), rng)
+        if rng.random() < 0.5:
+            both = both[:, :, ::-1]
+        both = np.ascontiguousarray(both)
+        t = self.frames
+        return {'lq': to_tensor_clip(both[:t]), 'gt': to_tensor_clip(both[t:]), 'key': f'{name}/real/{index}'}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = _global_rng() if self.train else np.random.default_rng([_VIDEO_TAG, self.seed, index])
