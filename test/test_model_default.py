@@ -196,3 +196,19 @@ def test_bundled_default_leaves_a_sharp_unseen_scene_mostly_alone(shared) -> Non
     # (only CPU rounding varies, far below 0.1 dB), so 41.2 dB fails every earlier default by more
     # than 0.6 dB and passes the shipped one by 0.6 dB.
     assert float(np.mean(kept)) > 41.2, kept
+
+
+def test_init_from_default_starts_a_run_from_the_bundled_weights() -> None:
+    if not rm.DEFAULT_MODEL.is_file():
+        pytest.skip(f'{rm.DEFAULT_MODEL} is not in this checkout')
+    from rainmamba_core.train.config import config_from_dict
+    from rainmamba_core.train.trainer import build_model
+    bundled = rm.load_default_model()
+    overrides = {'decoder_channels': bundled.config.decoder_channels,
+                 'detail_channels': bundled.config.detail_channels}
+    cfg = config_from_dict({
+        'model': {'preset': 'tiny', 'causal': True, 'init_from': 'default', 'overrides': overrides},
+        'data': {'kind': 'synthetic', 'clean_roots': ['unused'], 'frames': 2, 'crop': 32, 'batch': 1},
+        'train': {'device': 'cpu'}})
+    started = build_model(cfg).state_dict()
+    assert all(torch.equal(v, started[k]) for k, v in bundled.state_dict().items())

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from ..paths import DEFAULT_MODEL
 from .config import TrainConfig
 from .errors import TrainError
 
@@ -41,7 +42,9 @@ def build_model(cfg: TrainConfig) -> nn.Module:
                          ) from None
     model = RainMamba(model_cfg)
     if cfg.model.init_from:
-        source = RainMamba.from_checkpoint(expand_path(cfg.model.init_from))
+        # 'default': the bundled default model (fine-tune it on your own data)
+        path = DEFAULT_MODEL if cfg.model.init_from == 'default' else expand_path(cfg.model.init_from)
+        source = RainMamba.from_checkpoint(path)
         weights = source.state_dict()
         if model.detail is not None and source.detail is None:
             # Growing a trained model by the detail head: everything else must still match exactly.

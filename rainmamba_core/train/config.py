@@ -35,7 +35,7 @@ class ModelConfig:
     preset: str = 'tiny'            # 'tiny' or 'official' (RainMambaConfig presets)
     causal: bool = True             # causal-in-time blocks (streamable) vs the paper's offline mode
     overrides: dict[str, Any] = field(default_factory=dict)  # RainMambaConfig fields to replace
-    init_from: str | None = None    # checkpoint whose weights start the run (fine-tuning)
+    init_from: str | None = None    # checkpoint whose weights start the run (fine-tuning); 'default': the bundled model
 
 
 @dataclass
