@@ -46,6 +46,10 @@ def test_windows_cover_every_frame_and_the_numbers_are_written(tmp_path: Path, c
     assert all(np.isfinite(row[k]) for k in ('a2_gain_db', 'rain_lines_left', 'scene_lines_kept',
                                              'a2_clean_kept_db', 'a2_clean_kept_worst_db'))
     assert row['a2_clean_kept_worst_db'] <= row['a2_clean_kept_db']
+    # the per-window split adds up to the whole clip's: the line sums are over disjoint frames
+    assert len(row['rain_lines_left_windows']) == len(row['scene_lines_kept_windows']) == 2
+    lo, hi = min(row['rain_lines_left_windows']), max(row['rain_lines_left_windows'])
+    assert lo - 1e-6 <= row['rain_lines_left'] <= hi + 1e-6
     assert 'rain lines left' in capsys.readouterr().out
 
 
