@@ -11,7 +11,8 @@ input (dB), the thin bright lines left per window and their mean (% of the input
 whole clip into rain lines left and scene lines kept (%) (and per window: a model fine-tuned on
 the yard's first 36 frames, ``data.options.real_holdout=14``, is judged on the last), and the
 harm done to a2's *clean* frames (streamed; output against input, mean and worst frame, dB): a
-sharp, upright scene (palm trunks, mullions, fountain jets) the training videos do not have. About 35 s per model on a 2-core CPU.
+sharp, upright scene (palm trunks, mullions, fountain jets) the training videos do not have.
+About 35 s per model on a 2-core CPU.
 """
 from __future__ import annotations
 
