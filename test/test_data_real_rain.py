@@ -143,3 +143,19 @@ def test_video_dataset_mixes_in_real_clips_with_their_targets(tmp_path: Path) ->
     x = a[0]['lq']
     np.random.seed(5)
     assert np.array_equal(x.numpy(), b[0]['lq'].numpy())
+
+
+def test_a_video_file_is_a_clip_and_mixed_sizes_are_refused(tmp_path: Path) -> None:
+    from rainmamba_core.data.clips import write_mp4
+    rainy, *_ = panned_rainy_clip(6)
+    if not write_mp4(tmp_path / 'cam.mp4', list(rainy)):
+        pytest.skip('this OpenCV cannot write mp4v video')
+    clips = RealRainClips(tmp_path / 'cam.mp4', holdout=1)
+    name, frames, targets = clips.clips[0]
+    assert name == 'cam.mp4' and frames.shape == (5, H, W, 3) == targets.shape
+    # the video is lossy, so compare with the frames it was made of loosely (JPEG-like: a few grey levels)
+    assert np.abs(frames.astype(float) - rainy[:5]).mean() < 8.0
+    write_clip(tmp_path / 'mixed', rainy[:3])
+    write_image(tmp_path / 'mixed' / '999.png', rainy[0][:48])
+    with pytest.raises(DatasetError, match='differ in size'):
+        RealRainClips(tmp_path / 'mixed')

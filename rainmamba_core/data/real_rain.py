@@ -45,7 +45,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .clips import list_images, read_image
+from .clips import VIDEO_EXTS, list_images, load_video, read_image
 from .datasets import DatasetError
 
 log = logging.getLogger(__name__)
@@ -148,21 +148,28 @@ def transient_rain_target(frames: np.ndarray, neighbours: int = 2, threshold: fl
     return targets, masks
 
 
-def find_real_clips(roots: Sequence[str | Path]) -> list[tuple[str, list[Path]]]:
-    """(name, frame files) per clip: every folder under ``roots`` (or a root itself) that holds
-    at least 3 images, in natural order."""
-    clips = []
+def find_real_clips(roots: Sequence[str | Path]) -> list[tuple[str, list[Path] | Path]]:
+    """(name, frame files or a video file) per clip: every folder under ``roots`` (or a root
+    itself) that holds at least 3 images, in natural order, and every video file given or found
+    there (``clips.VIDEO_EXTS``)."""
+    clips: list[tuple[str, list[Path] | Path]] = []
     for root in roots:
         root = Path(root)
+        if root.is_file() and root.suffix.lower() in VIDEO_EXTS:
+            clips.append((root.name, root))
+            continue
         if not root.is_dir():
-            raise DatasetError(f'real rain root {root} is not a folder: expected a folder of frames '
-                               '(or folders of frames, one per clip)')
+            raise DatasetError(f'real rain root {root} is not a folder or a video file: expected a '
+                               f'folder of frames (or folders of frames, one per clip) or a video '
+                               f'({", ".join(VIDEO_EXTS)})')
         for folder in [root, *sorted(p for p in root.rglob('*') if p.is_dir())]:
             files = list_images(folder)
             if len(files) >= 3:
                 clips.append((folder.relative_to(root.parent).as_posix(), files))
+            clips += [(v.relative_to(root.parent).as_posix(), v) for v in sorted(folder.iterdir())
+                      if v.is_file() and v.suffix.lower() in VIDEO_EXTS]
     if not clips:
-        raise DatasetError(f'no folder with 3 or more frames under {[str(r) for r in roots]}')
+        raise DatasetError(f'no folder with 3 or more frames and no video under {[str(r) for r in roots]}')
     return clips
 
 
@@ -170,32 +177,43 @@ class RealRainClips:
     """Training clips of real rainy video with self-supervised targets.
 
     Args:
-        roots: folders of consecutive rainy frames (a folder of frames is one clip).
+        roots: folders of consecutive rainy frames (a folder of frames is one clip) or video files.
         holdout: frames at the end of every clip never used, not even as a neighbour (keep them
             to judge the fine-tuned model on frames it never saw).
         neighbours, threshold, max_misfit: see :func:`transient_rain_target`.
         min_change: see :func:`distinct_frames`.
+        max_frames: frames read per clip at most (they and their targets are held in memory:
+            600 frames of 640x480 take about 1.1 GB); the held-out frames are the last of those.
 
     The targets are computed once, when the object is made (about a second per frame at 640x360
     on a 2-core CPU).
     """
 
     def __init__(self, roots: Sequence[str | Path], holdout: int = 0, neighbours: int = 2,
-                 threshold: float = 6.0, max_misfit: float = 12.0, min_change: float = 1.0) -> None:
+                 threshold: float = 6.0, max_misfit: float = 12.0, min_change: float = 1.0,
+                 max_frames: int = 600) -> None:
         if isinstance(roots, (str, Path)):
             roots = [roots]
         if holdout < 0:
             raise DatasetError(f'real_holdout={holdout}: expected >= 0 frames')
         self.clips: list[tuple[str, np.ndarray, np.ndarray]] = []        # name, rainy, targets
-        for name, files in find_real_clips(roots):
-            used = files[:len(files) - holdout]
-            if len(used) < 3:
-                raise DatasetError(f'real rain clip {name}: {len(files)} frames with {holdout} held out '
-                                   'leaves fewer than 3 to train on')
-            frames = np.stack([read_image(f) for f in used])
+        for name, source in find_real_clips(roots):
+            if isinstance(source, Path):
+                frames = list(load_video(source, max_frames=max_frames + 1))
+            else:
+                frames = [read_image(f) for f in source[:max_frames + 1]]
+            if len(frames) > max_frames:
+                log.warning('real rain clip %s: only its first %d frames are used (max_frames)', name, max_frames)
+                frames = frames[:max_frames]
             if len({f.shape for f in frames}) > 1:
-                raise DatasetError(f'real rain clip {name}: frames differ in size')
-            frames = frames[distinct_frames(frames, min_change)]
+                raise DatasetError(f'real rain clip {name}: frames differ in size; expected one camera '
+                                   'resolution per clip')
+            total = len(frames)
+            used = np.stack(frames[:total - holdout])
+            if len(used) < 3:
+                raise DatasetError(f'real rain clip {name}: {total} frames with {holdout} held out '
+                                   'leaves fewer than 3 to train on')
+            frames = used[distinct_frames(used, min_change)]
             if len(frames) < 3:
                 raise DatasetError(f'real rain clip {name}: fewer than 3 distinct frames')
             targets, masks = transient_rain_target(frames, neighbours, threshold, max_misfit)
