@@ -104,15 +104,16 @@ def test_real_rain_clips_hold_out_the_end_and_sample_consecutive_distinct_frames
     rainy, *_ = panned_rainy_clip(10)
     write_clip(tmp_path / 'yard' / 'rain', np.stack([rainy[0], rainy[0], *rainy[1:]]))   # one repeat
     clips = RealRainClips(tmp_path / 'yard', holdout=3)
-    name, frames, targets = clips.clips[0]
-    assert name == 'yard/rain'
+    name, frames, targets, masks = clips.clips[0]
+    assert name == 'yard/rain' and masks.shape == frames.shape[:3]
     # 11 files, the last 3 held out, the repeat dropped: frames 0-7 of the pan
     assert len(frames) == 7 and np.array_equal(frames, rainy[:7])
     held = {rainy[k].tobytes() for k in (7, 8, 9)}
     rng = np.random.default_rng(0)
     for _ in range(20):
-        _, lq, gt = clips.sample(4, rng, stride=(1, 2))
-        assert lq.shape == gt.shape == (4, H, W, 3)
+        _, lq, gt, mk = clips.sample(4, rng, stride=(1, 2))
+        assert lq.shape == gt.shape == (4, H, W, 3) and mk.shape == (4, H, W)
+        assert np.array_equal(gt[~mk], lq[~mk])       # the mask is where the target differs
         assert not {f.tobytes() for f in lq} & held
         pos = [next(k for k in range(7) if np.array_equal(f, frames[k])) for f in lq]
         assert len(set(np.diff(pos))) == 1 and abs(np.diff(pos)[0]) in (1, 2)
@@ -133,6 +134,30 @@ def test_video_dataset_mixes_in_real_clips_with_their_targets(tmp_path: Path) ->
     assert '/real/' in item['key'] and item['lq'].shape == item['gt'].shape == (4, 3, 48, 48)
     assert (item['gt'] <= item['lq'] + 1e-6).all()      # the target only takes light out
     assert (item['lq'] - item['gt']).abs().max() > 0.1  # and here it takes some rain out
+    assert 'weight' not in item                        # weights only when asked for
+    # real_outside_weight: a weight map, 1 in the rain mask, the weight outside; ones on synthetic clips
+    ds = VideoRainDataset([tmp_path / 'videos'], frames=4, crop=48, split='all',
+                          real_roots=[tmp_path / 'real'], real_prob=0.5, real_outside_weight=0.1)
+    seen = set()
+    for seed in range(12):
+        np.random.seed(seed)
+        item = ds[0]
+        w = item['weight']
+        assert w.shape == (4, 1, 48, 48)
+        if '/real/' in item['key']:
+            seen.add('real')
+            assert float(w.min()) == pytest.approx(0.1) and float(w.max()) > 0.9
+            changed = (item['lq'] - item['gt']).abs().amax(1, keepdim=True) > 0.02
+            # where the target takes rain out (the window's resize softens the mask's edges; with
+            # the weight spread at random, this mean would be about 0.1 + 0.9 * 6 %)
+            assert float(w[changed].mean()) > 0.8
+        else:
+            seen.add('synthetic')
+            assert bool((w == 1).all())
+    assert seen == {'real', 'synthetic'}
+    with pytest.raises(DatasetError, match='real_outside_weight'):
+        VideoRainDataset([tmp_path / 'videos'], split='all', real_roots=[tmp_path / 'real'],
+                         real_prob=0.5, real_outside_weight=1.5)
     with pytest.raises(DatasetError, match='real_roots'):
         VideoRainDataset([tmp_path / 'videos'], split='all', real_prob=0.5)
     # real_prob 0 draws no random numbers: older configs reproduce exactly
@@ -151,7 +176,7 @@ def test_a_video_file_is_a_clip_and_mixed_sizes_are_refused(tmp_path: Path) -> N
     if not write_mp4(tmp_path / 'cam.mp4', list(rainy)):
         pytest.skip('this OpenCV cannot write mp4v video')
     clips = RealRainClips(tmp_path / 'cam.mp4', holdout=1)
-    name, frames, targets = clips.clips[0]
+    name, frames, targets, _ = clips.clips[0]
     assert name == 'cam.mp4' and frames.shape == (5, H, W, 3) == targets.shape
     # the video is lossy, so compare with the frames it was made of loosely (JPEG-like: a few grey levels)
     assert np.abs(frames.astype(float) - rainy[:5]).mean() < 8.0

@@ -247,3 +247,24 @@ def test_psnr_loss_term_is_weighted_and_logged(tmp_path: Path) -> None:
     trainer.train()
     rows = csv_rows(tmp_path / 'r' / 'train_log.csv')
     assert float(rows[-1]['psnr']) < 0
+
+
+def test_a_weight_map_scales_each_pixel_s_pull_towards_its_target(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    trainer = Trainer(make_cfg(), run_dir=tmp_path / 'run', train_set=ToyRain(), progress=False)
+    batch = {k: v.unsqueeze(0) for k, v in ToyRain()[0].items() if k != 'key'}
+    with torch.no_grad():
+        out = trainer.raw_model(batch['lq'])
+    half = torch.zeros(1, 2, 1, 32, 32)
+    half[..., :16] = 1.0                              # the left half counts, the right half not
+    want = charbonnier_loss(out, torch.cat([batch['gt'][..., :16], out[..., 16:]], -1)).item()
+    assert abs(want - charbonnier_loss(out, batch['gt']).item()) > 1e-3  # the halves matter
+    before = state_hash(trainer.raw_model)
+    result = trainer.train_step({**batch, 'weight': half})
+    assert result['charbonnier'] == pytest.approx(want, rel=1e-5)
+    assert state_hash(trainer.raw_model) != before
+    # weight 0 everywhere: no pull at all (Adam's first step with a zero gradient moves nothing)
+    still = Trainer(make_cfg(), run_dir=tmp_path / 'still', train_set=ToyRain(), progress=False)
+    before = state_hash(still.raw_model)
+    still.train_step({**batch, 'weight': torch.zeros(1, 2, 1, 32, 32)})
+    assert state_hash(still.raw_model) == before

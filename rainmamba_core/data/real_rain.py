@@ -196,7 +196,7 @@ class RealRainClips:
             roots = [roots]
         if holdout < 0:
             raise DatasetError(f'real_holdout={holdout}: expected >= 0 frames')
-        self.clips: list[tuple[str, np.ndarray, np.ndarray]] = []        # name, rainy, targets
+        self.clips: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []  # name, rainy, targets, masks
         for name, source in find_real_clips(roots):
             if isinstance(source, Path):
                 frames = list(load_video(source, max_frames=max_frames + 1))
@@ -219,15 +219,16 @@ class RealRainClips:
             targets, masks = transient_rain_target(frames, neighbours, threshold, max_misfit)
             log.info('real rain clip %s: %d frames (%d distinct) trained on, %d held out; rain mask '
                      '%.1f %% of pixels', name, len(used), len(frames), holdout, 100 * masks.mean())
-            self.clips.append((name, frames, targets))
+            self.clips.append((name, frames, targets, masks))
         self._weights = np.asarray([len(c[1]) for c in self.clips], np.float64)
         self._weights /= self._weights.sum()
 
     def sample(self, count: int, rng: np.random.Generator, stride: Sequence[int] = (1, 2)
-               ) -> tuple[str, np.ndarray, np.ndarray]:
-        """(name, rainy (count, H, W, 3), targets (count, H, W, 3)) of consecutive distinct frames
-        at a random stride (shortened to fit the clip), forwards or backwards."""
-        name, frames, targets = self.clips[int(rng.choice(len(self.clips), p=self._weights))]
+               ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+        """(name, rainy (count, H, W, 3), targets (count, H, W, 3), rain masks (count, H, W) bool)
+        of consecutive distinct frames at a random stride (shortened to fit the clip), forwards
+        or backwards."""
+        name, frames, targets, masks = self.clips[int(rng.choice(len(self.clips), p=self._weights))]
         n = len(frames)
         step = max(1, min(int(rng.integers(stride[0], stride[1] + 1)), (n - 1) // max(count - 1, 1)))
         span = step * (count - 1)
@@ -235,4 +236,4 @@ class RealRainClips:
         idx = [min(start + step * k, n - 1) for k in range(count)]
         if rng.random() < 0.5:
             idx = idx[::-1]
-        return name, frames[idx], targets[idx]
+        return name, frames[idx], targets[idx], masks[idx]

@@ -53,6 +53,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from .clips import CameraMotion, builtin_scene, list_images, natural_key, read_image, resize_to, still_to_clip
@@ -129,6 +130,11 @@ class VideoRainDataset(Dataset):
             the share of training clips drawn from them, with self-supervised targets
             (:class:`~rainmamba_core.data.real_rain.RealRainClips`; ``real_holdout`` frames at the
             end of each clip are never used). 0: none, and no random numbers are drawn.
+        real_outside_weight: how much the loss counts a real clip's pixels *outside* its rain mask
+            (1: as much as inside). There the target is only the input, which says "not clearly
+            transient", not "no rain": faint streaks and haze are left in it. Below 1, items carry
+            a ``weight`` (T, 1, h, w) map (ones on synthetic clips) and the trainer pulls each
+            pixel towards its target by that share.
     """
 
     def __init__(self, video_roots: Sequence[str | Path], frames: int = 4, crop: int | None = 128,
@@ -143,7 +149,8 @@ class VideoRainDataset(Dataset):
                  gamma: Sequence[float] = (0.4, 1.5), gamma_prob: float = 0.0,
                  scene_streak_prob: float = 0.0, rot90_prob: float = 0.0,
                  sharpen: Sequence[float] = (0.5, 1.5), sharpen_prob: float = 0.0,
-                 real_roots: Sequence[str | Path] = (), real_prob: float = 0.0, real_holdout: int = 0) -> None:
+                 real_roots: Sequence[str | Path] = (), real_prob: float = 0.0, real_holdout: int = 0,
+                 real_outside_weight: float = 1.0) -> None:
         if isinstance(video_roots, (str, Path)):
             video_roots = [video_roots]
         videos = find_videos(video_roots)
@@ -186,6 +193,9 @@ class VideoRainDataset(Dataset):
             raise DatasetError(f'real_prob={real_prob}: expected 0 <= real_prob <= 1, and real_roots '
                                '(folders of real rainy frames) when it is above 0')
         self.real_prob = float(real_prob)
+        if not 0.0 <= real_outside_weight <= 1.0:
+            raise DatasetError(f'real_outside_weight={real_outside_weight}: expected 0 <= weight <= 1')
+        self.real_outside_weight = float(real_outside_weight)
         self.real = RealRainClips(real_roots, holdout=real_holdout) if train and real_prob > 0 else None
         self.videos, self.frames, self.crop, self.train = videos, frames, crop, train
         self.stride, self.eval_stride = (lo, hi), eval_stride
@@ -298,18 +308,26 @@ class VideoRainDataset(Dataset):
             lq = RainGenerator(params, int(rng.integers(2 ** 63 - 1))).render_clip(clean).rainy
         if self.camera:
             lq, clean = apply_camera([lq, clean], random_camera(rng), rng)
-        return {'lq': to_tensor_clip(lq), 'gt': to_tensor_clip(clean), 'key': f'{name}/{look}/{index}'}
+        item = {'lq': to_tensor_clip(lq), 'gt': to_tensor_clip(clean), 'key': f'{name}/{look}/{index}'}
+        if self.real is not None and self.real_outside_weight < 1.0:  # one batch layout for every item
+            item['weight'] = torch.ones(t, 1, *item['gt'].shape[-2:])
+        return item
 
     def _real_item(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
         """A real rainy clip and its self-supervised target (:mod:`.real_rain`): the same window
         and flip for both; no synthetic rain and no camera pipeline (the camera already ran)."""
-        name, rainy, target = self.real.sample(self.frames, rng)
-        both = self._window(list(np.concatenate([rainy, target])), int(self.crop or 128), rng)
+        name, rainy, target, mask = self.real.sample(self.frames, rng)
+        mask3 = np.repeat(mask[..., None].astype(np.uint8) * 255, 3, axis=-1)
+        every = self._window(list(np.concatenate([rainy, target, mask3])), int(self.crop or 128), rng)
         if rng.random() < 0.5:
-            both = both[:, :, ::-1]
-        both = np.ascontiguousarray(both)
+            every = every[:, :, ::-1]
+        every = np.ascontiguousarray(every)
         t = self.frames
-        return {'lq': to_tensor_clip(both[:t]), 'gt': to_tensor_clip(both[t:]), 'key': f'{name}/real/{index}'}
+        item = {'lq': to_tensor_clip(every[:t]), 'gt': to_tensor_clip(every[t:2 * t]), 'key': f'{name}/real/{index}'}
+        if self.real_outside_weight < 1.0:
+            inside = to_tensor_clip(every[2 * t:])[:, :1]                       # (T, 1, h, w) in [0, 1]
+            item['weight'] = self.real_outside_weight + (1.0 - self.real_outside_weight) * inside
+        return item
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = _global_rng() if self.train else np.random.default_rng([_VIDEO_TAG, self.seed, index])

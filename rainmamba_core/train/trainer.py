@@ -266,6 +266,11 @@ class Trainer:
         with self.autocast():
             out = self.model(lq)
         out = out.float()  # losses in float32: Charbonnier's eps and VGG features need it
+        if 'weight' in batch:
+            # a pixel of weight w is pulled towards w * gt + (1 - w) * out: by the share w of its
+            # error, through every loss term (real rain's targets are sure only inside their masks)
+            w = batch['weight'].to(self.device, non_blocking=True)
+            gt = w * gt + (1.0 - w) * out.detach()
         gt_loss, parts = self.criterion(out, gt, lq, self.step)
         values = {k: v.detach() for k, v in parts.items()}
         if self.teacher is not None:
