@@ -6,8 +6,8 @@ So the neighbours of frame t, warped onto it, show the scene where frame t shows
 :func:`transient_rain_target` turns that into a training target for a real rainy clip:
 
 1. **distinct frames** only (:func:`distinct_frames`): recorded and re-encoded video often repeats
-   frames (``real_rain_yard`` repeats 21 of its 50), and a repeated frame repeats its rain, so it
-   would count as scene;
+   frames (``real_rain_yard`` repeats 21 of its 50 in a row), and a repeated frame repeats its
+   rain, so it would count as scene;
 2. each of up to ``2 * neighbours`` distinct neighbours is **warped onto frame t by dense optical
    flow** (OpenCV DIS on median-filtered grey frames, so the flow follows the scene rather than the
    streaks); a neighbour whose warped frame still differs from frame t by more than
@@ -31,7 +31,9 @@ Everything else in the frame is the input itself, so the target cannot teach blu
 worst it leaves some rain in place (faint streaks under ``threshold``; streaks that fall in the
 same place in most neighbours). :class:`RealRainClips` holds the targets of folders of real rainy
 frames and samples training clips from them; `VideoRainDataset` mixes them in with
-``real_roots`` / ``real_prob`` (`docs/training.md`, "Self-supervised fine-tuning on real rain").
+``real_roots`` / ``real_prob`` / ``real_outside_weight`` (`docs/training.md`, "Your camera's own
+rain, without ground truth"). The repeated frames of item 1 are also skipped as neighbours
+(a clip that alternates A B A).
 
 Dimension letters: T frames, K neighbours, H height, W width.
 """
