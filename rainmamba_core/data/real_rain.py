@@ -61,9 +61,14 @@ def distinct_frames(frames: np.ndarray, min_change: float = 1.0) -> list[int]:
     """
     keep = [0]
     for i in range(1, len(frames)):
-        if np.abs(frames[i].astype(np.int16) - frames[keep[-1]]).mean() > min_change:
+        if not _same_frame(frames[i], frames[keep[-1]], min_change):
             keep.append(i)
     return keep
+
+
+def _same_frame(a: np.ndarray, b: np.ndarray, min_change: float) -> bool:
+    """The same frame again: uint8 images within ``min_change`` grey levels (mean absolute)."""
+    return float(np.abs(a.astype(np.int16) - b).mean()) <= min_change
 
 
 def _grey(frame: np.ndarray) -> np.ndarray:
@@ -91,12 +96,13 @@ def warp_onto(frame: np.ndarray, other: np.ndarray, flow: cv2.DISOpticalFlow | N
 
 
 def transient_rain_target(frames: np.ndarray, neighbours: int = 2, threshold: float = 6.0,
-                          max_misfit: float = 12.0, local_misfit: float = 15.0
+                          max_misfit: float = 12.0, local_misfit: float = 15.0, min_change: float = 1.0
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Targets for a clip of *distinct* real rainy frames: rain (bright, transient) replaced by
     the scene seen through the neighbours, everything else left as it is.
 
-    frames: (T, H, W, 3) uint8, T >= 3, repeated frames already dropped (:func:`distinct_frames`).
+    frames: (T, H, W, 3) uint8, T >= 3, repeated frames already dropped (:func:`distinct_frames`;
+    a neighbour within ``min_change`` of frame t, as in A B A, is skipped the same way).
     Returns (targets (T, H, W, 3) uint8, rain masks (T, H, W) bool). A frame with fewer than two
     usable neighbours gets no mask (its target is itself).
     """
@@ -113,7 +119,7 @@ def transient_rain_target(frames: np.ndarray, neighbours: int = 2, threshold: fl
         for u in range(max(0, t - neighbours), min(len(frames), t + neighbours + 1)):
             if u == t:
                 continue
-            if np.abs(frames[u].astype(np.int16) - frame).mean() <= 1.0:
+            if _same_frame(frames[u], frame, min_change):
                 continue                         # the same frame again (A B A in a re-encoded video)
             w, v = warp_onto(frame, frames[u], flow)
             misfit = np.abs(w.astype(np.float32).mean(-1) - grey)[v]
@@ -218,7 +224,8 @@ class RealRainClips:
             frames = used[distinct_frames(used, min_change)]
             if len(frames) < 3:
                 raise DatasetError(f'real rain clip {name}: fewer than 3 distinct frames')
-            targets, masks = transient_rain_target(frames, neighbours, threshold, max_misfit)
+            targets, masks = transient_rain_target(frames, neighbours, threshold, max_misfit,
+                                                   min_change=min_change)
             log.info('real rain clip %s: %d frames (%d distinct) trained on, %d held out; rain mask '
                      '%.1f %% of pixels', name, len(used), len(frames), holdout, 100 * masks.mean())
             self.clips.append((name, frames, targets, masks))
