@@ -39,3 +39,22 @@ def test_synthetic_eval_reports_each_preset(tmp_path: Path, capsys) -> None:
     assert groups['storm']['rainy_input']['psnr'] < groups['moderate']['rainy_input']['psnr'] - 3
     assert '## By rain preset' in (tmp_path / 'rep' / 'report.md').read_text()
     assert 'storm' in capsys.readouterr().out
+
+
+def test_eval_with_the_flip_ensemble(tmp_path: Path) -> None:
+    # The bundled model on two tiny built-in clips, as is, then with --flip-ensemble, whole clip
+    # and streamed: each labelled as such, and the ensemble's output differs from the model's.
+    common = ['eval', '--model', 'default', '--data', 'synthetic', '--clean-roots', '--clips', '2', '--frames', '2',
+              '--size', '48', '64', '--presets', 'heavy', '--no-baselines', '--device', 'cpu']
+    scores = {}
+    runs = {'plain': ([], 'model'), 'ens': (['--flip-ensemble'], 'model_flip_ensemble'),
+            'ens_streamed': (['--flip-ensemble', '--streaming'], 'model_streaming_flip_ensemble')}
+    for name, (extra, want) in runs.items():
+        assert main([*common, *extra, '--out', str(tmp_path / name)]) == 0
+        data = json.loads((tmp_path / name / 'report.json').read_text())
+        (label, method), = data['methods'].items()
+        scores[name] = method['summary']['psnr']
+        assert label == want
+    assert scores['ens'] != scores['plain']
+    # streamed and whole-clip ensembles agree to uint8 rounding
+    assert abs(scores['ens'] - scores['ens_streamed']) < 0.1, scores

@@ -47,7 +47,10 @@ def test_the_old_flags_still_parse() -> None:
     kw = replay_cli._derainer_kwargs(args)
     assert kw == {'model_path': 'm.pt', 'mode': 'windowed', 'window': None, 'backend': 'torch',
                   'device': 'cpu', 'precision': 'fp32', 'max_size': 320, 'max_pixels': 0,
-                  'gap_reset_s': 2.0}
+                  'flip_ensemble': False, 'gap_reset_s': 2.0}
+    # A switch: the flag alone turns it on, and it reaches the Derainer as a bool.
+    args = parser.parse_args(['in', 'out', '--flip-ensemble'])
+    assert replay_cli._derainer_kwargs(args)['flip_ensemble'] is True
 
 
 @pytest.mark.parametrize('argv, said', [

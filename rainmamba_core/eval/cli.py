@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--streaming', action='store_true',
                         help='run the model frame by frame through the Derainer (default: whole-clip '
                              'forward)')
+    parser.add_argument('--flip-ensemble', action='store_true',
+                        help="score the model with the flip ensemble (the Derainer's flip_ensemble: "
+                             'each clip also derained mirrored left to right, the two averaged); '
+                             'with --suite, every model gets a second column with it beside its own')
     parser.add_argument('--max-frames', type=int, default=None, help='frames per clip at most')
     parser.add_argument('--held-out', action='store_true',
                         help='synthetic: only held-out scenes and seeds (never trained on)')
@@ -81,22 +85,25 @@ def _device(name: str) -> str:
     return name
 
 
-def build_model_fn(model: str, streaming: bool, device: str):
+def build_model_fn(model: str, streaming: bool, device: str, flip_ensemble: bool = False):
     """The model's clip function and a label, or (None, None) for 'none'."""
-    from .evaluate import derainer_clip_fn, torch_clip_fn
+    from .evaluate import derainer_clip_fn, flip_ensemble_clip_fn, torch_clip_fn
     if model in ('none', ''):
         return None, None
     path = None if model == 'default' else model
+    flip = '_flip_ensemble' if flip_ensemble else ''
     if streaming:
         from rainmamba_core.streaming.derainer import Derainer
-        return derainer_clip_fn(Derainer(model_path=path, mode='streaming', device=device)), 'model_streaming'
+        derainer = Derainer(model_path=path, mode='streaming', device=device, flip_ensemble=flip_ensemble)
+        return derainer_clip_fn(derainer), 'model_streaming' + flip
     from rainmamba_core.models.rainmamba import RainMamba, load_default_model
     net = load_default_model() if path is None else RainMamba.from_checkpoint(path)
-    return torch_clip_fn(net, device), 'model'
+    fn = torch_clip_fn(net, device)
+    return (flip_ensemble_clip_fn(fn) if flip_ensemble else fn), 'model' + flip
 
 
 def run_suite_verb(args: argparse.Namespace, device: str) -> int:
-    from .evaluate import EvalError
+    from .evaluate import EvalError, flip_ensemble_clip_fn
     from .suite import SuiteOptions, run_suite, write_suite_report
     shared = Path(args.shared_data) if args.shared_data else _shared_data()
     if not shared.is_dir():
@@ -111,6 +118,8 @@ def run_suite_verb(args: argparse.Namespace, device: str) -> int:
         while label in models:
             label += "'"
         models[label] = fn
+        if args.flip_ensemble:
+            models[label + ' + flip ensemble'] = flip_ensemble_clip_fn(fn)
     opts = SuiteOptions(shared_data=shared, frames=args.suite_frames, size=tuple(args.suite_size),
                         seed=args.seed)
     t0 = time.time()
@@ -131,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.suite:
         return run_suite_verb(args, device)
-    model_fn, label = build_model_fn(args.model, args.streaming, device)
+    model_fn, label = build_model_fn(args.model, args.streaming, device, args.flip_ensemble)
     if args.data == 'synthetic':
         roots = args.clean_roots if args.clean_roots is not None else _shared_clean_roots()
         if not roots:
@@ -155,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
                        samples=args.samples, model_name=label or 'model', progress=True)
     if lpips_fn is None:
         results['lpips'] = lpips_note
-    meta = {'model': args.model, 'mode': 'streaming (Derainer)' if args.streaming else 'whole clip',
+    mode = 'streaming (Derainer)' if args.streaming else 'whole clip'
+    meta = {'model': args.model, 'mode': mode + (', flip ensemble' if args.flip_ensemble else ''),
             'data': data_desc, 'device': device, 'wall time (s)': round(time.time() - t0, 1)}
     paths = write_report(results, args.out, meta=meta)
     for m, r in results['methods'].items():

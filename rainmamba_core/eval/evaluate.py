@@ -54,6 +54,18 @@ def derainer_clip_fn(derainer: Any) -> ClipFn:
     return run
 
 
+def flip_ensemble_clip_fn(fn: ClipFn) -> ClipFn:
+    """`fn` with the Derainer's flip ensemble (`flip_ensemble=True`): the clip is also run mirrored
+    left to right, as a clip of its own, and the two outputs are averaged (`mean_with_mirror`)."""
+    from rainmamba_core.streaming.derainer import mean_with_mirror
+
+    def run(clip: np.ndarray) -> np.ndarray:
+        direct = to_uint8(fn(clip))
+        mirrored = to_uint8(fn(np.ascontiguousarray(clip[:, :, ::-1])))
+        return mean_with_mirror(direct, mirrored)
+    return run
+
+
 def _summary(per_seq: dict[str, dict[str, Any]]) -> dict[str, float]:
     keys = ('psnr', 'ssim', 'tmad', 'lpips')
     out = {}

@@ -22,6 +22,13 @@ forgotten first) and forgotten after `stream_idle_s` without a frame (`counters[
 Frames whose pixel count exceeds `max_pixels` (or whose long side exceeds `max_size`) are derained
 downscaled and resized back; `max_pixels=-1` picks the device's budget (`CPU_PIXEL_BUDGET` on the
 CPU, none on CUDA). Frames below `MIN_SIZE` on either side are refused.
+
+Flip ensemble (`flip_ensemble=True`): every frame is also derained mirrored left to right, as a
+second stream with its own carried state, in the same batch (one backend call), and the two
+outputs are averaged (`mean_with_mirror`). Rain looks the same in a mirror and the model's errors
+partly do not, so the mean is better on every set the model card measures, at twice the compute
+and activation memory. It stays causal: each frame's output depends on that frame and the ones
+before it only.
 """
 from __future__ import annotations
 
@@ -61,10 +68,23 @@ class _Stream:
     timeline: StampTimeline                      # stamps given to process()
     size: tuple[int, int] | None = None          # (H, W) of the frames as received
     state: Any = None                            # backend state handle (streaming)
+    mirror_state: Any = None                     # the mirrored stream's state (flip_ensemble)
     window: collections.deque = field(default_factory=collections.deque)  # recent frames (windowed)
     frames: int = 0
     last_used: float = 0.0                       # monotonic time of the last frame
     downscale_said: tuple[int, int] | None = None  # input size whose downscale was logged
+
+
+def mean_with_mirror(direct: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+    """The flip ensemble's output: the mean of `direct` and `mirrored` flipped back.
+
+    direct: (..., H, W, 3) uint8, the output for the frames as given; mirrored: the output for the
+    frames flipped left to right (W axis), still flipped. Halves round to even: rounding them up
+    would brighten the output by a quarter of a grey level on average (measured: -0.2 dB on the
+    suite's moderate rain).
+    """
+    total = direct.astype(np.float32) + mirrored[..., ::-1, :]
+    return np.round(total * 0.5).astype(np.uint8)
 
 
 def load_backend(model_path: str | Path | None, backend: str, device: str, precision: str):
@@ -108,13 +128,15 @@ class Derainer:
         max_streams: keep state for at most this many stream ids (least recently used dropped).
         stream_idle_s: forget a stream that got no frame for this long (s).
         log_every_s: log resets at most once per this many seconds and reason.
+        flip_ensemble: also derain each frame mirrored left to right, with its own carried state,
+            and average the two (module docstring): better output at twice the compute.
         clock: monotonic seconds for the idle and log bounds (tests pass a fake one).
     """
 
     def __init__(self, model_path: str | Path | None = None, mode: str = 'streaming', device: str = 'auto',
                  backend: str | Backend = 'torch', precision: str = 'fp32', window: int | None = None,
                  max_size: int = 0, gap_reset_s: float = 1.0, max_pixels: int = 0, max_streams: int = 64,
-                 stream_idle_s: float = 300.0, log_every_s: float = 10.0,
+                 stream_idle_s: float = 300.0, log_every_s: float = 10.0, flip_ensemble: bool = False,
                  clock: Callable[[], float] = time.monotonic):
         if mode not in MODES:
             raise DerainerError(f"mode '{mode}' is not one of {', '.join(MODES)}")
@@ -128,6 +150,9 @@ class Derainer:
         if mode == 'streaming' and not self._backend.streaming:
             raise DerainerError(f'{model_path or "the model"} is an official (non-causal) model: it cannot stream '
                                 "frame by frame; use mode='windowed'")
+        if not isinstance(flip_ensemble, bool):
+            raise DerainerError(f'flip_ensemble must be True or False, got {flip_ensemble!r}')
+        self.flip_ensemble = flip_ensemble
         self.mode = mode
         self.window = int(window or self._backend.window)
         if self.window < 1:
@@ -231,7 +256,7 @@ class Derainer:
     def _reset(self, sid: str, reason: str, detail: str = '') -> None:
         self._resets[reason] += 1
         stream = self._streams[sid]
-        stream.state = None
+        stream.state = stream.mirror_state = None
         stream.timeline.forget()
         stream.window.clear()
         # A storm of resets (a flapping driver) must not flood the log: one line per reason per
@@ -308,6 +333,7 @@ class Derainer:
     def _run_group(self, sids: list[str], frames: np.ndarray) -> list[np.ndarray]:
         """frames: (B, h, w, 3) uint8 for streams `sids` of equal size."""
         streams = [self._streams[s] for s in sids]
+        n = len(streams)
         if self.mode == 'windowed':
             for stream, f in zip(streams, frames):
                 if not stream.window:  # stream start: fill the window with the first frame
@@ -316,10 +342,24 @@ class Derainer:
                 while len(stream.window) > self.window:
                     stream.window.popleft()
             clips = np.stack([np.stack(list(s.window)) for s in streams])  # (B, T, h, w, 3)
-            return list(self._backend.run_clip(clips))
+            if not self.flip_ensemble:
+                return list(self._backend.run_clip(clips))
+            out = self._backend.run_clip(np.concatenate([clips, clips[:, :, :, ::-1]]))
+            return list(mean_with_mirror(out[:n], out[n:]))
         h, w = frames.shape[1:3]
         states = [s.state if s.state is not None else self._backend.new_state(h, w) for s in streams]
+        if self.flip_ensemble:  # the mirrored streams ride in the same batch, after the direct ones
+            frames = np.concatenate([frames, frames[:, :, ::-1]])
+            states += [s.mirror_state if s.mirror_state is not None else self._backend.new_state(h, w)
+                       for s in streams]
         out, new_states, finite = self._backend.step(frames, states)
+        if self.flip_ensemble:
+            finite = [a and b for a, b in zip(finite[:n], finite[n:])]
+            mirror_states, new_states = new_states[n:], new_states[:n]
+            out = mean_with_mirror(out[:n], out[n:])
+            for stream, st, ok in zip(streams, mirror_states, finite):
+                if ok:
+                    stream.mirror_state = st
         results = []
         for sid, stream, o, st, ok, f in zip(sids, streams, out, new_states, finite, frames):
             if ok:
