@@ -1,0 +1,84 @@
+"""``rainmamba blend``: the weights of two models of one architecture, mixed by a share.
+
+    rainmamba blend default runs/my_camera/model_final.pt --alpha 0.3 --out blended.pt
+
+A fine-tune on one kind of data (your camera's real rain, `docs/training.md`) moves the model
+towards that data and away from what it was good at before. Blending its weights with the model
+it started from, ``(1 - alpha) * base + alpha * tuned`` for every floating-point tensor, gives a
+model between the two (Wortsman et al., *Robust fine-tuning of zero-shot models*, CVPR 2022,
+"WiSE-FT"); ``alpha`` says how far towards the fine-tune. It works when the fine-tune started from
+the base: the two then lie in one basin, which unrelated models do not. The model card's (27)
+measures it on the bundled default and its real-rain fine-tune.
+
+Both models must have the same configuration and the same keys and shapes; integer buffers must
+be equal. Anything else is refused with what differs.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from rainmamba_core.errors import RainMambaError
+
+
+class BlendError(RainMambaError, ValueError):
+    """Two models that cannot be blended, or a share outside [0, 1]."""
+
+
+def blend_state_dicts(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
+                      alpha: float) -> dict[str, torch.Tensor]:
+    """``(1 - alpha) * base + alpha * tuned`` per floating-point tensor; other tensors must be equal.
+
+    Raises:
+        BlendError: alpha outside [0, 1], keys missing on either side, shapes or dtypes that
+            differ, or unequal integer tensors (each listed).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise BlendError(f'alpha={alpha}: expected a share in [0, 1] (0 = the base, 1 = the fine-tune)')
+    only_base, only_tuned = sorted(set(base) - set(tuned)), sorted(set(tuned) - set(base))
+    if only_base or only_tuned:
+        raise BlendError('the two models have different keys: only in the base: '
+                         f'{", ".join(only_base) or "none"}; only in the fine-tune: {", ".join(only_tuned) or "none"}')
+    bad = [f'{k} {tuple(base[k].shape)}/{base[k].dtype} vs {tuple(tuned[k].shape)}/{tuned[k].dtype}'
+           for k in base if base[k].shape != tuned[k].shape or base[k].dtype != tuned[k].dtype]
+    if bad:
+        raise BlendError('shapes or dtypes differ: ' + '; '.join(bad))
+    unequal = [k for k in base if not base[k].is_floating_point() and not torch.equal(base[k], tuned[k])]
+    if unequal:
+        raise BlendError(f'integer tensors differ (they cannot be averaged): {", ".join(unequal)}')
+    return {k: (torch.lerp(v, tuned[k], alpha) if v.is_floating_point() else v.clone()) for k, v in base.items()}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.split('\n\n')[0]
+    parser.add_argument('base', help="the model the fine-tune started from: a .pt checkpoint, or 'default' "
+                                     'for the bundled model')
+    parser.add_argument('tuned', help='the fine-tuned model (.pt checkpoint, the same architecture)')
+    parser.add_argument('--alpha', type=float, required=True,
+                        help='how far towards the fine-tune, 0-1 (0 = the base, 1 = the fine-tune)')
+    parser.add_argument('--out', required=True, help='the blended checkpoint to write (.pt)')
+
+
+def run(args: argparse.Namespace) -> int:
+    from rainmamba_core.models.rainmamba import RainMamba
+    from rainmamba_core.paths import DEFAULT_MODEL
+    base_path = DEFAULT_MODEL if args.base == 'default' else Path(args.base)
+    out = Path(args.out)
+    if out.suffix not in ('.pt', '.pth'):
+        raise BlendError(f'--out {out}: expected a .pt or .pth file name')
+    if out.resolve() in (base_path.resolve(), Path(args.tuned).resolve()):
+        raise BlendError(f'--out {out} is one of the inputs: write the blend to a new file')
+    base = RainMamba.from_checkpoint(base_path)
+    tuned = RainMamba.from_checkpoint(args.tuned)
+    a, b = base.config.to_dict(), tuned.config.to_dict()
+    differ = [f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if differ:
+        raise BlendError(f'{base_path} and {args.tuned} have different architectures ({"; ".join(differ)}): '
+                         'only a fine-tune and the model it started from can be blended')
+    base.load_state_dict(blend_state_dicts(base.state_dict(), tuned.state_dict(), args.alpha))
+    base.save_checkpoint(out, extra={'training': {'blend': {
+        'base': str(args.base), 'tuned': str(args.tuned), 'alpha': float(args.alpha)}}})
+    print(f'rainmamba blend: {1 - args.alpha:g} x {args.base} + {args.alpha:g} x {args.tuned} -> {out}')
+    return 0

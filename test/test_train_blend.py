@@ -1,0 +1,59 @@
+"""`rainmamba blend`: a fine-tune's weights mixed with its base's, and what it refuses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rainmamba_core.cli import main
+from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
+from rainmamba_core.train.blend import BlendError, blend_state_dicts
+
+
+def _model(seed: int, **overrides) -> RainMamba:
+    torch.manual_seed(seed)
+    return RainMamba(RainMambaConfig.tiny(**overrides))
+
+
+def test_blend_mixes_every_float_tensor_by_the_share(tmp_path: Path, capsys) -> None:
+    base, tuned = _model(0), _model(1)
+    base.save_checkpoint(tmp_path / 'base.pt')
+    tuned.save_checkpoint(tmp_path / 'tuned.pt')
+    for alpha in (0.0, 0.3, 1.0):
+        out = tmp_path / f'blend{alpha}.pt'
+        assert main(['blend', str(tmp_path / 'base.pt'), str(tmp_path / 'tuned.pt'), '--alpha', str(alpha),
+                     '--out', str(out)]) == 0
+        got = RainMamba.from_checkpoint(out).state_dict()
+        b, t = base.state_dict(), tuned.state_dict()
+        floats = [k for k in b if b[k].is_floating_point()]
+        assert floats and any(not torch.equal(b[k], t[k]) for k in floats), 'the two models must differ'
+        for k in b:
+            want = (1 - alpha) * b[k] + alpha * t[k] if b[k].is_floating_point() else b[k]
+            torch.testing.assert_close(got[k], want, rtol=1e-6, atol=1e-7, msg=k)  # float32 rounding of lerp
+        stored = torch.load(out, map_location='cpu', weights_only=True)['training']['blend']
+        assert stored['alpha'] == alpha and stored['tuned'].endswith('tuned.pt')
+    assert 'rainmamba blend: 0.7 x' in capsys.readouterr().out
+
+
+def test_blend_refuses_what_it_cannot_mix(tmp_path: Path, capsys) -> None:
+    _model(0).save_checkpoint(tmp_path / 'a.pt')
+    _model(1, detail_channels=8).save_checkpoint(tmp_path / 'b.pt')
+    assert main(['blend', str(tmp_path / 'a.pt'), str(tmp_path / 'b.pt'), '--alpha', '0.5',
+                 '--out', str(tmp_path / 'c.pt')]) == 2
+    err = capsys.readouterr().err
+    assert 'different architectures (detail_channels: 0 vs 8)' in err, err
+    assert main(['blend', str(tmp_path / 'a.pt'), str(tmp_path / 'a.pt'), '--alpha', '1.5',
+                 '--out', str(tmp_path / 'c.pt')]) == 2
+    assert 'alpha=1.5: expected a share in [0, 1]' in capsys.readouterr().err
+    assert main(['blend', str(tmp_path / 'a.pt'), str(tmp_path / 'a.pt'), '--alpha', '0.5',
+                 '--out', str(tmp_path / 'a.pt')]) == 2
+    assert 'is one of the inputs' in capsys.readouterr().err
+    assert not (tmp_path / 'c.pt').exists()
+    a = {'w': torch.zeros(2), 'n': torch.tensor(3)}
+    with pytest.raises(BlendError, match='only in the fine-tune: extra'):
+        blend_state_dicts(a, {**a, 'extra': torch.zeros(1)}, 0.5)
+    with pytest.raises(BlendError, match=r'w \(2,\)/torch.float32 vs \(3,\)/torch.float32'):
+        blend_state_dicts(a, {**a, 'w': torch.zeros(3)}, 0.5)
+    with pytest.raises(BlendError, match='integer tensors differ .*: n'):
+        blend_state_dicts(a, {**a, 'n': torch.tensor(4)}, 0.5)
