@@ -3,6 +3,7 @@
 50-frame tables).
 
     python scripts/real_rain_windows.py default runs/x/model_final.pt [--shared-data DIR] [--json F]
+    python scripts/real_rain_windows.py default blend30.pt --rainy-frames /data/my_robot/rainy_frames
 
 Every frame of ``real_rain_yard/rain`` is streamed in windows of 12 frames (the last window takes
 the remainder), each from a fresh state. Printed per model: the NTURain a2 gain over the rainy
@@ -30,10 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('models', nargs='+', help="model files, or 'default' for the bundled model")
     parser.add_argument('--shared-data', type=Path, default=Path(__file__).resolve().parents[2] / 'shared' / 'data',
                         help='the shared data folder (default: ../shared/data beside the checkout)')
+    parser.add_argument('--rainy-frames', type=Path, default=None,
+                        help='a folder of consecutive real rainy frames to judge instead of real_rain_yard '
+                             '(your own camera: hold out its last frames when you fine-tune on it)')
     parser.add_argument('--window', type=int, default=12, help='frames per streamed window (default 12)')
     parser.add_argument('--json', type=Path, default=None, help='also write the numbers to this JSON file')
     args = parser.parse_args(argv)
-    yard_dir = args.shared_data / 'real_rain_yard' / 'rain'
+    yard_dir = args.rainy_frames or args.shared_data / 'real_rain_yard' / 'rain'
     a2_dir = args.shared_data / 'nturain_a2'
     for d in (yard_dir, a2_dir):
         if not d.is_dir():

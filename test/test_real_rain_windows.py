@@ -58,3 +58,16 @@ def test_a_missing_data_folder_is_named(tmp_path: Path, capsys) -> None:
         _script().main(['default', '--shared-data', str(tmp_path)])
     assert exc.value.code == 2
     assert str(tmp_path / 'real_rain_yard' / 'rain') in capsys.readouterr().err
+
+
+def test_your_own_rainy_frames_instead_of_the_yard(tmp_path: Path) -> None:
+    shared = tmp_path / 'data'
+    rain = add_rain(builtin_clip(4, 48, 64, seed=5), 'heavy', seed=4)
+    _write(shared / 'nturain_a2' / 'a2_Rain', rain.rainy[:2])
+    _write(shared / 'nturain_a2' / 'a2_GT', rain.clean[:2])
+    _write(tmp_path / 'mine', rain.rainy)          # no real_rain_yard under shared at all
+    RainMamba(RainMambaConfig.tiny()).save_checkpoint(tmp_path / 'm.pt')
+    out = tmp_path / 'r.json'
+    assert _script().main([str(tmp_path / 'm.pt'), '--shared-data', str(shared), '--rainy-frames',
+                           str(tmp_path / 'mine'), '--window', '3', '--json', str(out)]) == 0
+    assert json.loads(out.read_text())['windows'] == [[0, 4]]  # one window: 4 frames, the remainder joins it
