@@ -77,8 +77,7 @@ DERAINER_OPTIONS: tuple[DerainerOption, ...] = (
                    'on CUDA), 0 = no limit.', range=(-1, 1_000_000_000), node_default=-1),
     DerainerOption('flip_ensemble', bool, False, 'Also derain every frame mirrored left to right (with '
                    'its own carried state) and average the two: better on every set of the model '
-                   "card's suite (NTURain a2 +0.16 dB with the bundled model) at twice the compute "
-                   'and memory.'),
+                   "card's suite (NTURain a2 +0.16 dB with the bundled model) at twice the compute."),
 )
 
 OPTIONS: dict[str, DerainerOption] = {o.name: o for o in DERAINER_OPTIONS}

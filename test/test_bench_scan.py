@@ -24,3 +24,13 @@ def test_main_prints_table_and_writes_json(tmp_path, capsys) -> None:
     assert 'GFLOP/s' in printed and 'chunked' in printed
     rows = json.loads(out.read_text())
     assert [(r['backend'], r['L']) for r in rows] == [('ref', 24), ('chunked', 24)]
+
+
+def test_streaming_section_times_the_flip_ensemble_beside_streaming() -> None:
+    # Row structure only (timings are never asserted): the bundled model at a tiny size.
+    from rainmamba_core.bench import bench_stream_vs_window
+    row, = bench_stream_vs_window(None, [(32, 40)], frames=1, window=2)
+    assert row['size'] == '40x32' and row['window'] == 2
+    assert all(row[k] > 0 for k in ('streaming_ms', 'windowed_ms', 'flip_ensemble_ms'))
+    assert row['flip_ratio'] == row['flip_ensemble_ms'] / row['streaming_ms']
+    assert row['ratio'] == row['windowed_ms'] / row['streaming_ms']
