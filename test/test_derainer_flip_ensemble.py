@@ -1,6 +1,6 @@
 """The Derainer's flip ensemble (`flip_ensemble=True`): each frame is also derained mirrored left to
-right, as a second stream with its own carried state (in the same backend call on CUDA, in a second
-call on the CPU), and the two outputs are averaged; the eval's clip-function version agrees with
+right, as a second stream with its own carried state (in a batch with the direct frames, as far as
+the CPU's batch limit allows), and the two outputs are averaged; the eval's clip-function version agrees with
 it; and with the bundled model it is better than the model alone on real video with rain."""
 from __future__ import annotations
 
@@ -53,9 +53,8 @@ def _frame(w: int = 25, value: int = 50) -> np.ndarray:
     return rng.integers(value, value + 20, (16, w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize('device, calls', [('cpu', [1, 1]), ('cuda', [2])])
-def test_the_mirrored_stream_has_its_own_state(device: str, calls: list[int]) -> None:
-    backend = SlopeBackend(device)
+def test_the_mirrored_stream_has_its_own_state() -> None:
+    backend = SlopeBackend()
     d = Derainer(backend=backend, flip_ensemble=True)
     f = _frame()
     for n in (1, 2, 3):
@@ -63,30 +62,25 @@ def test_the_mirrored_stream_has_its_own_state(device: str, calls: list[int]) ->
         # direct: f + x + n; mirrored and flipped back: f + (W - 1 - x) + n; mean: f + n + 24/2:
         # the slope is gone, and both halves carried n frames.
         assert np.array_equal(out, f + n + 12), n
-    # CUDA: one call per frame, the mirrored frame beside the direct one; CPU: two calls (faster there)
-    assert backend.batches == calls * 3
+    assert backend.batches == [2] * 3, 'small frames: the mirrored frame in a batch with the direct one'
     plain = Derainer(backend=SlopeBackend()).process('cam', f)
     assert not np.array_equal(plain[:, 0], plain[:, -1]), 'the stand-in must tell a mirror apart'
     d.reset('cam')
     assert np.array_equal(d.process('cam', f), f + 1 + 12), 'a reset starts both halves fresh'
 
 
-@pytest.mark.parametrize('device, calls', [('cpu', [1, 1, 2, 2]), ('cuda', [2, 4])])
-def test_several_streams_and_their_mirrors(device: str, calls: list[int]) -> None:
-    backend = SlopeBackend(device)
+def test_several_streams_and_their_mirrors() -> None:
+    backend = SlopeBackend()
     d = Derainer(backend=backend, flip_ensemble=True)
     a, b = _frame(value=10), _frame(value=90)
     d.process('a', a)
     out_a, out_b = d.process_batch([('a', a, None), ('b', b, None)])
-    assert backend.batches == calls
+    assert backend.batches == [2, 4]
     assert np.array_equal(out_a, a + 2 + 12) and np.array_equal(out_b, b + 1 + 12)
 
 
-@pytest.mark.parametrize('device, poison_call', [('cpu', 4), ('cuda', 2)])
-def test_a_non_finite_mirrored_state_resets_the_stream_and_passes_the_frame_through(device: str,
-                                                                                    poison_call: int) -> None:
-    # the mirrored half of the second frame goes bad: call 4 on the CPU (two calls a frame), 2 on CUDA
-    d = Derainer(backend=SlopeBackend(device, poison_call=poison_call), flip_ensemble=True)
+def test_a_non_finite_mirrored_state_resets_the_stream_and_passes_the_frame_through() -> None:
+    d = Derainer(backend=SlopeBackend(poison_call=2), flip_ensemble=True)  # the second frame's mirror
     f = _frame()
     d.process('cam', f)
     assert np.array_equal(d.process('cam', f), f), 'the frame passes through unchanged'
@@ -99,7 +93,45 @@ def test_windowed_mode_mirrors_the_whole_window() -> None:
     d = Derainer(backend=backend, mode='windowed', window=2, flip_ensemble=True)
     f = _frame()
     assert np.array_equal(d.process('cam', f), f + 12)
-    assert backend.batches == [1, 1]
+    assert backend.batches == [2]
+
+
+class EchoBackend:
+    """Streaming stand-in that returns its frames and counts the frames of each call."""
+
+    name, streaming, window = 'echo', True, 2
+
+    def __init__(self, device: str) -> None:
+        self.device, self.batches = device, []
+
+    def new_state(self, height: int, width: int) -> int:
+        return 0
+
+    def step(self, frames: np.ndarray, states: list):
+        self.batches.append(len(frames))
+        return frames.copy(), [s + 1 for s in states], [True] * len(states)
+
+
+@pytest.mark.parametrize('device, size, flip, calls', [
+    ('cpu', (240, 320), False, [2]),        # two cameras of 320x240: one batch (faster on the CPU)
+    ('cpu', (480, 640), False, [1, 1]),     # two of 640x480: one call each (a batch is 1.3x slower)
+    ('cuda', (480, 640), False, [2]),       # a GPU takes them together
+    ('cpu', (240, 320), True, [2, 2]),      # flip ensemble: four frames, two per call
+    ('cpu', (480, 640), True, [1, 1, 1, 1]),
+    ('cuda', (480, 640), True, [4]),
+])
+def test_the_cpu_batches_only_up_to_its_pixel_limit(device: str, size: tuple[int, int], flip: bool,
+                                                     calls: list[int]) -> None:
+    from rainmamba_core.streaming.derainer import CPU_BATCH_PIXELS
+    assert 2 * 320 * 240 <= CPU_BATCH_PIXELS < 2 * 640 * 480
+    backend = EchoBackend(device)
+    d = Derainer(backend=backend, flip_ensemble=flip)
+    a = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    b = a[::-1].copy()
+    for _ in range(2):
+        out_a, out_b = d.process_batch([('a', a, None), ('b', b, None)])
+        assert np.array_equal(out_a, a) and np.array_equal(out_b, b), 'each frame comes back to its own stream'
+    assert backend.batches == calls * 2
 
 
 def test_mean_with_mirror_and_a_bad_switch() -> None:

@@ -23,13 +23,15 @@ Frames whose pixel count exceeds `max_pixels` (or whose long side exceeds `max_s
 downscaled and resized back; `max_pixels=-1` picks the device's budget (`CPU_PIXEL_BUDGET` on the
 CPU, none on CUDA). Frames below `MIN_SIZE` on either side are refused.
 
+Batches: streams of one frame size are stepped together; on the CPU a step takes at most
+`CPU_BATCH_PIXELS` pixels and the rest go in further calls (small frames run faster batched,
+640x480 frames slower).
+
 Flip ensemble (`flip_ensemble=True`): every frame is also derained mirrored left to right, as a
-second stream with its own carried state (one batch with the direct frames on CUDA, a second
-backend call on the CPU, where that is faster), and the two outputs are averaged
-(`mean_with_mirror`). Rain looks the same in a mirror and the model's errors
-partly do not, so the mean is better on every set the model card measures, at twice the compute
-and activation memory. It stays causal: each frame's output depends on that frame and the ones
-before it only.
+second stream with its own carried state (batched with the direct frames as above), and the two
+outputs are averaged (`mean_with_mirror`). Rain looks the same in a mirror and the model's errors
+partly do not, so the mean is better on every set the model card measures, at twice the compute.
+It stays causal: each frame's output depends on that frame and the ones before it only.
 """
 from __future__ import annotations
 
@@ -58,6 +60,9 @@ MIN_SIZE = 8                  # smallest frame side the model takes (its patch e
 # Pixels a CPU derains per frame by default when max_pixels=-1 (auto): 640x480 takes about 1 s
 # and 0.75 GB with the bundled model on 2 cores; 1920x1080 took 50 s and 4.25 GB at full size.
 CPU_PIXEL_BUDGET = 640 * 480
+# Pixels one streaming step takes at most on the CPU (frames beyond go in further calls): batches
+# of small frames run faster than one call each, of 640x480 frames slower (`Derainer._batch_limit`).
+CPU_BATCH_PIXELS = 160_000
 
 
 class DerainerError(RainMambaError, ValueError):
@@ -331,23 +336,31 @@ class Derainer:
                      target[1], target[0], self.size_bound)
         return cv2.resize(frame, (target[1], target[0]), interpolation=cv2.INTER_AREA)
 
-    def _both(self, run: Callable[[np.ndarray, list], tuple], inputs: np.ndarray, states: list,
-              mirrored: np.ndarray, mirror_states: list) -> tuple[tuple, tuple]:
-        """`run` on the direct and on the mirrored inputs: one batch on CUDA, two calls on the CPU.
+    def _batch_limit(self, h: int, w: int) -> int:
+        """How many (h, w) frames one streaming step may take together.
 
-        On this project's CPU a batch of two 640x480 frames took 2.6x one frame's time and two
-        calls 2.0x (the model's activations no longer fit the caches); a GPU that is not full runs
-        a batch of two in less than twice one frame's time (an estimate: no GPU was measured).
+        On CUDA: all of them. On the CPU, batches up to CPU_BATCH_PIXELS pixels: two 640x480
+        frames (cameras or the flip ensemble's two halves) took 1.3x as long as one batch as in
+        two calls, while two 320x240 or 160x120 frames took 0.8-0.95x as long as one batch as in
+        two calls (side by side, this project's 2-core CPU).
         """
-        n = len(inputs)
-        if 'cuda' not in str(self._backend.device).lower():
-            return run(inputs, states), run(mirrored, mirror_states)
-        both = run(np.concatenate([inputs, mirrored]), states + mirror_states)
-        return tuple(x[:n] for x in both), tuple(x[n:] for x in both)
+        if 'cuda' in str(self._backend.device).lower():
+            return 1 << 30
+        return max(1, CPU_BATCH_PIXELS // (h * w))
+
+    def _step(self, frames: np.ndarray, states: list) -> tuple[np.ndarray, list, list[bool]]:
+        """The backend's step over `frames`, in batches of at most `_batch_limit` frames."""
+        k = self._batch_limit(*frames.shape[1:3])
+        if len(frames) <= k:
+            return self._backend.step(frames, states)
+        parts = [self._backend.step(frames[i:i + k], states[i:i + k]) for i in range(0, len(frames), k)]
+        return (np.concatenate([p[0] for p in parts]), [s for p in parts for s in p[1]],
+                [ok for p in parts for ok in p[2]])
 
     def _run_group(self, sids: list[str], frames: np.ndarray) -> list[np.ndarray]:
         """frames: (B, h, w, 3) uint8 for streams `sids` of equal size."""
         streams = [self._streams[s] for s in sids]
+        n = len(streams)
         if self.mode == 'windowed':
             for stream, f in zip(streams, frames):
                 if not stream.window:  # stream start: fill the window with the first frame
@@ -358,21 +371,19 @@ class Derainer:
             clips = np.stack([np.stack(list(s.window)) for s in streams])  # (B, T, h, w, 3)
             if not self.flip_ensemble:
                 return list(self._backend.run_clip(clips))
-            (direct,), (mirrored,) = self._both(lambda x, _: (self._backend.run_clip(x),), clips, [],
-                                                np.ascontiguousarray(clips[:, :, :, ::-1]), [])
-            return list(mean_with_mirror(direct, mirrored))
+            both = self._backend.run_clip(np.concatenate([clips, clips[:, :, :, ::-1]]))  # windowed: one batch
+            return list(mean_with_mirror(both[:n], both[n:]))
         h, w = frames.shape[1:3]
         states = [s.state if s.state is not None else self._backend.new_state(h, w) for s in streams]
         if not self.flip_ensemble:
-            out, new_states, finite = self._backend.step(frames, states)
+            out, new_states, finite = self._step(frames, states)
         else:  # the mirrored frames are a second stream per camera, with their own states
-            mirror_states = [s.mirror_state if s.mirror_state is not None else self._backend.new_state(h, w)
-                             for s in streams]
-            (out, new_states, finite), (m_out, m_states, m_finite) = self._both(
-                self._backend.step, frames, states, np.ascontiguousarray(frames[:, :, ::-1]), mirror_states)
-            finite = [a and b for a, b in zip(finite, m_finite)]
-            out = mean_with_mirror(out, m_out)
-            for stream, st, ok in zip(streams, m_states, finite):
+            states += [s.mirror_state if s.mirror_state is not None else self._backend.new_state(h, w)
+                       for s in streams]
+            out, new_states, finite = self._step(np.concatenate([frames, frames[:, :, ::-1]]), states)
+            finite = [a and b for a, b in zip(finite[:n], finite[n:])]
+            out = mean_with_mirror(out[:n], out[n:])
+            for stream, st, ok in zip(streams, new_states[n:], finite):
                 if ok:
                     stream.mirror_state = st
         results = []
