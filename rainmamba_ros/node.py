@@ -151,8 +151,14 @@ class DerainNode(Node):
         self.get_logger().info(
             f'deraining {cams} ({self._cfg["input_transport"]} in) with '
             f'{self._derainer.backend_name} on {self._derainer.device}, mode '
-            f'{self._cfg["mode"]}; image conversions via {conversion_backend()}')
+            f'{self._cfg["mode"]}{self._flip_said(self._derainer)}; image conversions via {conversion_backend()}')
         self._say_size_bound()
+
+    @staticmethod
+    def _flip_said(derainer: Any) -> str:
+        if getattr(derainer, 'flip_ensemble', False):
+            return ' with the flip ensemble (each frame also derained mirrored: twice the compute)'
+        return ''
 
     def _say_size_bound(self) -> None:
         bound = getattr(self._derainer, 'size_bound', None)
@@ -274,8 +280,8 @@ class DerainNode(Node):
         for reason, n in old.counters['resets'].items():
             self._resets_base[reason] = self._resets_base.get(reason, 0) + n
         self._node_resets['reload'] += 1
-        self.get_logger().info(f'model reloaded: {new.backend_name} on {new.device}; stream '
-                               'states restart')
+        self.get_logger().info(f'model reloaded: {new.backend_name} on {new.device}'
+                               f'{self._flip_said(new)}; stream states restart')
         self._say_size_bound()
 
     # ------------------------------------------------------------------ services / events

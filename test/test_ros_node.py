@@ -663,6 +663,22 @@ def test_model_reload_at_run_time(shared_node: tuple[NodeProcess, Client]) -> No
         assert client.set_param('max_size', 0).successful
 
 
+def test_flip_ensemble_switched_on_at_run_time(shared_node: tuple[NodeProcess, Client]) -> None:
+    node, client = shared_node
+    refused = client.set_param('flip_ensemble', 'yes')  # a string where a bool belongs: rclpy's own
+    assert not refused.successful and 'type' in refused.reason, refused.reason  # type check refuses it
+    before = client.diag('/image')
+    res = client.set_param('flip_ensemble', True)  # rebuilds the Derainer with the ensemble
+    assert res.successful, res.reason
+    try:
+        sent = client.publish(rainy(81), 'rgb8')
+        out = client.wait_frame('', sent.header.stamp)
+        assert (out.height, out.width) == (H, W)
+        assert int(client.diag('/image')['resets.node.reload']) == int(before['resets.node.reload']) + 1
+    finally:
+        assert client.set_param('flip_ensemble', False).successful
+
+
 def test_parameter_descriptors(shared_node: tuple[NodeProcess, Client]) -> None:
     node, client = shared_node
     res = client.call(DescribeParameters, f'{NODE}/describe_parameters',
