@@ -339,10 +339,10 @@ class Derainer:
     def _batch_limit(self, h: int, w: int) -> int:
         """How many (h, w) frames one streaming step may take together.
 
-        On CUDA: all of them. On the CPU, batches up to CPU_BATCH_PIXELS pixels: two 640x480
-        frames (cameras or the flip ensemble's two halves) took 1.3x as long as one batch as in
-        two calls, while two 320x240 or 160x120 frames took 0.8-0.95x as long as one batch as in
-        two calls (side by side, this project's 2-core CPU).
+        On CUDA: all of them. On the CPU, as many as hold CPU_BATCH_PIXELS pixels together: two
+        640x480 frames (cameras, or the flip ensemble's two halves) took 1.3x longer in one batch
+        than in two calls, two 320x240 or 160x120 frames 0.8-0.95x as long (side by side, on this
+        project's 2-core CPU).
         """
         if 'cuda' in str(self._backend.device).lower():
             return 1 << 30
