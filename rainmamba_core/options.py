@@ -76,7 +76,7 @@ DERAINER_OPTIONS: tuple[DerainerOption, ...] = (
                    '(aspect kept) and resized back. -1 = auto (640x480 = 307200 on the CPU, no limit '
                    'on CUDA), 0 = no limit.', range=(-1, 1_000_000_000), node_default=-1),
     DerainerOption('flip_ensemble', bool, False, 'Also derain every frame mirrored left to right (with '
-                   'its own carried state) and average the two: better on every set of the model '
+                   'its own carried state) and average the two: better on every rain set of the model '
                    "card's suite (NTURain a2 +0.16 dB with the bundled model) at twice the compute."),
 )
 

@@ -30,7 +30,7 @@ Batches: streams of one frame size are stepped together; on the CPU a step takes
 Flip ensemble (`flip_ensemble=True`): every frame is also derained mirrored left to right, as a
 second stream with its own carried state (batched with the direct frames as above), and the two
 outputs are averaged (`mean_with_mirror`). Rain looks the same in a mirror and the model's errors
-partly do not, so the mean is better on every set the model card measures, at twice the compute.
+partly do not, so the mean is better on every rain set the model card measures, at twice the compute.
 It stays causal: each frame's output depends on that frame and the ones before it only.
 """
 from __future__ import annotations
