@@ -166,7 +166,7 @@ class Derainer:
         self.max_size = int(max_size)
         self.max_pixels_auto = max_pixels == -1
         if self.max_pixels_auto:
-            max_pixels = 0 if 'cuda' in str(self._backend.device).lower() else CPU_PIXEL_BUDGET
+            max_pixels = 0 if self._on_cuda else CPU_PIXEL_BUDGET
         self.max_pixels = int(max_pixels)
         self.gap_ns = int(gap_reset_s * 1e9)
         self.max_streams = int(max_streams)
@@ -188,6 +188,11 @@ class Derainer:
     @property
     def device(self) -> str:
         return self._backend.device
+
+    @property
+    def _on_cuda(self) -> bool:
+        """Whether the backend runs on a CUDA device (sets the pixel budget and the batch limit)."""
+        return 'cuda' in str(self._backend.device).lower()
 
     @property
     def min_size(self) -> int:
@@ -344,7 +349,7 @@ class Derainer:
         than in two calls, two 320x240 or 160x120 frames 0.8-0.95x as long (side by side, on this
         project's 2-core CPU).
         """
-        if 'cuda' in str(self._backend.device).lower():
+        if self._on_cuda:
             return 1 << 30
         return max(1, CPU_BATCH_PIXELS // (h * w))
 
