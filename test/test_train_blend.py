@@ -18,8 +18,8 @@ def _model(seed: int, **overrides) -> RainMamba:
 
 def test_blend_mixes_every_float_tensor_by_the_share(tmp_path: Path, capsys) -> None:
     base, tuned = _model(0), _model(1)
-    base.save_checkpoint(tmp_path / 'base.pt')
-    tuned.save_checkpoint(tmp_path / 'tuned.pt')
+    base.save_checkpoint(tmp_path / 'base.pt', extra={'training': {'train_config': {'seed': 'base'}}})
+    tuned.save_checkpoint(tmp_path / 'tuned.pt', extra={'training': {'train_config': {'seed': 'tuned'}}})
     for alpha in (0.0, 0.3, 1.0):
         out = tmp_path / f'blend{alpha}.pt'
         assert main(['blend', str(tmp_path / 'base.pt'), str(tmp_path / 'tuned.pt'), '--alpha', str(alpha),
@@ -33,6 +33,15 @@ def test_blend_mixes_every_float_tensor_by_the_share(tmp_path: Path, capsys) -> 
             torch.testing.assert_close(got[k], want, rtol=1e-6, atol=1e-7, msg=k)  # float32 rounding of lerp
         stored = torch.load(out, map_location='cpu', weights_only=True)['training']['blend']
         assert stored['alpha'] == alpha and stored['tuned'].endswith('tuned.pt')
+        # both inputs' training summaries travel with the blend (a blend of blends keeps them all)
+        assert stored['base_training'] == {'train_config': {'seed': 'base'}}
+        assert stored['tuned_training'] == {'train_config': {'seed': 'tuned'}}
+    again = tmp_path / 'blend_of_blends.pt'
+    assert main(['blend', str(tmp_path / 'base.pt'), str(tmp_path / 'blend0.3.pt'), '--alpha', '0.5',
+                 '--out', str(again)]) == 0
+    nested = torch.load(again, map_location='cpu', weights_only=True)['training']['blend']
+    assert nested['tuned_training']['blend']['alpha'] == 0.3
+    assert nested['tuned_training']['blend']['tuned_training'] == {'train_config': {'seed': 'tuned'}}
     assert 'rainmamba blend: 0.7 x' in capsys.readouterr().out
 
 

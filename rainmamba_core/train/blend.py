@@ -7,8 +7,10 @@ towards that data and away from what it was good at before. Blending its weights
 it started from, ``(1 - alpha) * base + alpha * tuned`` for every floating-point tensor, gives a
 model between the two (Wortsman et al., *Robust fine-tuning of zero-shot models*, CVPR 2022,
 "WiSE-FT"); ``alpha`` says how far towards the fine-tune. It works when the fine-tune started from
-the base: the two then lie in one basin, which unrelated models do not. The model card's (27)
-measures it on the bundled default and its real-rain fine-tune.
+the base, or when both are fine-tunes of one model (siblings: a "model soup", Wortsman et al.,
+ICML 2022): they then lie in one basin, which unrelated models do not. The model card's (27)
+measures it on the bundled default and its real-rain fine-tune, and the bundled default itself is
+such a blend (`scripts/train_default.sh`). The checkpoint keeps both inputs' training summaries.
 
 Both models must have the same configuration and the same keys and shapes; integer buffers must
 be equal. Anything else is refused with what differs.
@@ -51,6 +53,10 @@ def blend_state_dicts(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tens
     return {k: (torch.lerp(v, tuned[k], alpha) if v.is_floating_point() else v.clone()) for k, v in base.items()}
 
 
+def _training_summary(path: Path) -> dict:
+    return torch.load(path, map_location='cpu', weights_only=True).get('training') or {}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split('\n\n')[0]
     parser.add_argument('base', help="the model the fine-tune started from: a .pt checkpoint, or 'default' "
@@ -78,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
         raise BlendError(f'{base_path} and {args.tuned} have different architectures ({"; ".join(differ)}): '
                          'only a fine-tune and the model it started from can be blended')
     base.load_state_dict(blend_state_dicts(base.state_dict(), tuned.state_dict(), args.alpha))
+    # each input's own training summary goes along, so a blend of blends still says how every
+    # part of it was trained (the bundled default is one: scripts/train_default.sh)
     base.save_checkpoint(out, extra={'training': {'blend': {
-        'base': str(args.base), 'tuned': str(args.tuned), 'alpha': float(args.alpha)}}})
+        'base': str(args.base), 'tuned': str(args.tuned), 'alpha': float(args.alpha),
+        'base_training': _training_summary(base_path), 'tuned_training': _training_summary(Path(args.tuned))}}})
     print(f'rainmamba blend: {1 - args.alpha:g} x {args.base} + {args.alpha:g} x {args.tuned} -> {out}')
     return 0
