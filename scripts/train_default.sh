@@ -8,10 +8,12 @@
 # the PSNR loss (stages 6-8); then stage 9, `--config tiny_cpu_video`: real clean video with a
 # random rain look per clip and the camera pipeline (generalisation), and stage 10,
 # `--config tiny_cpu_sharp`: the same plus the sharp look of real camera rain, and stage 11,
-# `--config tiny_cpu_composite` on 8-frame clips: the composite look of NTURain's rain. Stages 1-8
+# `--config tiny_cpu_composite` on 8-frame clips: the composite look of NTURain's rain; stage 11b,
+# the same on larger crops, stage 12, that fine-tuned with real rain, and the default a blend of
+# the weights of stages 11, 11b and 12 (`rainmamba blend`). Stages 1-8
 # take about 6.7 h on an idle 2-core CPU, stage 9 about 1 h (2,000 steps of 4 x 112² x 2 at about
 # 0.5-0.6 it/s), stage 10 about 52 min (1,800 steps), stage 11 about 23 min (2,400 steps of one
-# 8-frame clip)
+# 8-frame clip), stage 11b about 44 min, stage 12 about 18 min
 # (stage times in the model card); keep other CPU work off the machine meanwhile. Re-running the
 # script skips finished stages and resumes an interrupted one exactly from its last checkpoint.
 # The result is OUT_DIR/default_tiny.pt (the same file format as the bundled one).
@@ -73,8 +75,33 @@ stage stage10_sharp --config tiny_cpu_sharp model.init_from="$out/stage9_video/m
 stage stage11_composite --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
     data.frames=8 data.batch=1 train.seed=17
 
+# Stage 11b: stage 11's recipe on larger crops (160² instead of 112²: more context for the global
+# scan, which runs over the whole frame at test time), from stage 10 again; about 44 min.
+stage stage11b_crop160 --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
+    data.frames=8 data.batch=1 data.crop=160 train.seed=17
+# Stage 12: stage 11b fine-tuned with real rain (a quarter of the clips from real_rain_yard's first
+# 36 frames, self-supervised targets, the loss counting 0.1 outside the rain mask); about 18 min.
+stage stage12_real_rain --config tiny_cpu_composite model.init_from="$out/stage11b_crop160/model_final.pt" \
+    data.frames=8 data.batch=1 data.crop=160 train.seed=21 train.lr=1e-4 train.iterations=1000 \
+    "data.options.real_roots=[${RAINMAMBA_SHARED:-/work/shared}/data/real_rain_yard]" data.options.real_prob=0.25 \
+    data.options.real_holdout=14 data.options.real_outside_weight=0.1
+# The default is a blend of weights (a "model soup": every part descends from stage 10): stage 12
+# pulled back 70 % towards stage 11b, then half of that with stage 11 (model card, "Training stages").
+blend() {
+    local base=$1 tuned=$2 alpha=$3 dest=$4
+    if [ -f "$dest" ]; then
+        echo "[train_default] $(basename "$dest"): done already ($dest)"
+        return
+    fi
+    local cmd=("$run" blend "$base" "$tuned" --alpha "$alpha" --out "$dest")
+    echo "[train_default] $(basename "$dest"): ${cmd[*]}"
+    if [ "${DRY_RUN:-0}" != 1 ]; then
+        "${cmd[@]}"
+    fi
+}
+blend "$out/stage11b_crop160/model_final.pt" "$out/stage12_real_rain/model_final.pt" 0.3 "$out/crop160_real_blend.pt"
+blend "$out/stage11_composite/model_final.pt" "$out/crop160_real_blend.pt" 0.5 "$out/default_tiny.pt"
 if [ "${DRY_RUN:-0}" != 1 ]; then
-    cp "$out/stage11_composite/model_final.pt" "$out/default_tiny.pt"
     echo "[train_default] wrote $out/default_tiny.pt; evaluate it with:"
     echo "  $run eval --suite generalisation --model $out/default_tiny.pt --out out/eval/suite"
 fi

@@ -83,7 +83,11 @@ def test_bundled_default_leaves_clean_video_alone(shared) -> None:
 
 
 def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """scripts/train_default.sh's last stage is the run config stored inside the shipped weights."""
+    """scripts/train_default.sh's last stages and blends are the recipe stored inside the shipped weights.
+
+    The default is `blend(stage 11, blend(stage 11b, stage 12, 0.3), 0.5)`; each blend keeps its
+    inputs' training summaries, so the three runs' configs are all in the file.
+    """
     import shlex
     import subprocess
 
@@ -95,19 +99,34 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
     script = Path(__file__).resolve().parents[1] / 'scripts' / 'train_default.sh'
     res = subprocess.run(['bash', str(script), str(tmp_path / 'runs')], env={'DRY_RUN': '1', 'PATH': '/usr/bin:/bin'},
                          capture_output=True, text=True, check=True)
-    stages = [shlex.split(line.split(': ', 1)[1]) for line in res.stdout.splitlines() if ' train ' in line]
-    assert len(stages) == 11 and not any(tmp_path.iterdir())  # a dry run prints and writes nothing
-    last = stages[-1]
-    overrides = last[last.index('--no-progress') + 1:]
-    config = last[last.index('--config') + 1]
-    capsys.readouterr()
-    assert main(['train', '--config', config, '--print-config', *overrides]) == 0
-    planned = yaml.safe_load(capsys.readouterr().out)
-    shipped = torch.load(rm.DEFAULT_MODEL, weights_only=True)['training']['train_config']
-    for cfg in (planned, shipped):  # where the run wrote and what it started from differ by machine
-        cfg['model'].pop('init_from')
-        cfg['train'].pop('out_dir')
-    assert planned == shipped
+    lines = [shlex.split(line.split(': ', 1)[1]) for line in res.stdout.splitlines()
+             if line.startswith('[train_default]')]
+    stages = {Path(c[c.index('--out') + 1]).name: c for c in lines if c[1] == 'train'}
+    blends = [c for c in lines if c[1] == 'blend']
+    assert len(stages) == 13 and len(blends) == 2 and not any(tmp_path.iterdir())  # prints, writes nothing
+
+    def planned(name: str) -> dict:
+        cmd = stages[name]
+        capsys.readouterr()
+        assert main(['train', '--config', cmd[cmd.index('--config') + 1], '--print-config',
+                     *cmd[cmd.index('--no-progress') + 1:]]) == 0
+        return yaml.safe_load(capsys.readouterr().out)
+
+    def same(plan: dict, stored: dict) -> None:
+        for cfg in (plan, stored):  # where the run wrote and what it started from differ by machine
+            cfg['model'].pop('init_from')
+            cfg['train'].pop('out_dir')
+        assert plan == stored
+
+    shipped = torch.load(rm.DEFAULT_MODEL, weights_only=True)['training']['blend']
+    inner = shipped['tuned_training']['blend']
+    # the script's blends, in order, and what each mixes
+    assert [(Path(b[2]).parent.name, Path(b[3]).name, float(b[5])) for b in blends] == [
+        ('stage11b_crop160', 'model_final.pt', 0.3), ('stage11_composite', 'crop160_real_blend.pt', 0.5)]
+    assert (shipped['alpha'], inner['alpha']) == (0.5, 0.3)
+    same(planned('stage11_composite'), shipped['base_training']['train_config'])
+    same(planned('stage11b_crop160'), inner['base_training']['train_config'])
+    same(planned('stage12_real_rain'), inner['tuned_training']['train_config'])
 
 
 def held_out_gains(shared, preset: str) -> list[float]:
