@@ -13,7 +13,7 @@
 # the weights of stages 11, 11b and 12 (`rainmamba blend`). Stages 1-8
 # take about 6.7 h on an idle 2-core CPU, stage 9 about 1 h (2,000 steps of 4 x 112² x 2 at about
 # 0.5-0.6 it/s), stage 10 about 52 min (1,800 steps), stage 11 about 23 min (2,400 steps of one
-# 8-frame clip), stage 11b about 44 min, stage 12 about 18 min
+# 8-frame clip), stage 11b about 44 min, stage 12 about 20 min
 # (stage times in the model card); keep other CPU work off the machine meanwhile. Re-running the
 # script skips finished stages and resumes an interrupted one exactly from its last checkpoint.
 # The result is OUT_DIR/default_tiny.pt (the same file format as the bundled one).
@@ -80,7 +80,7 @@ stage stage11_composite --config tiny_cpu_composite model.init_from="$out/stage1
 stage stage11b_crop160 --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
     data.frames=8 data.batch=1 data.crop=160 train.seed=17
 # Stage 12: stage 11b fine-tuned with real rain (a quarter of the clips from real_rain_yard's first
-# 36 frames, self-supervised targets, the loss counting 0.1 outside the rain mask); about 18 min.
+# 36 frames, self-supervised targets, the loss counting 0.1 outside the rain mask); about 20 min.
 stage stage12_real_rain --config tiny_cpu_composite model.init_from="$out/stage11b_crop160/model_final.pt" \
     data.frames=8 data.batch=1 data.crop=160 train.seed=21 train.lr=1e-4 train.iterations=1000 \
     "data.options.real_roots=[${RAINMAMBA_SHARED:-/work/shared}/data/real_rain_yard]" data.options.real_prob=0.25 \

@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     differ = [f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     if differ:
         raise BlendError(f'{base_path} and {args.tuned} have different architectures ({"; ".join(differ)}): '
-                         'only a fine-tune and the model it started from can be blended')
+                         'only models trained from one model (a fine-tune and its base, or two fine-tunes '
+                         'of it) can be blended')
     base.load_state_dict(blend_state_dicts(base.state_dict(), tuned.state_dict(), args.alpha))
     # each input's own training summary goes along, so a blend of blends still says how every
     # part of it was trained (the bundled default is one: scripts/train_default.sh)
