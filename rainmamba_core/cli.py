@@ -24,7 +24,7 @@ VERBS: dict[str, tuple[str, str]] = {
     'demo': ('rainmamba_core.demo', 'run the end-to-end demo on a built-in rainy clip (or --input)'),
     'derain': ('rainmamba_core.derain_cli', 'derain a video, frame folder or image list offline'),
     'train': ('rainmamba_core.train.cli', 'train a model from a YAML config (+ overrides)'),
-    'blend': ('rainmamba_core.train.blend', 'blend a fine-tuned model with the model it started from'),
+    'blend': ('rainmamba_core.train.blend', 'blend the weights of two models trained from one model'),
     'eval': ('rainmamba_core.eval.cli', 'evaluate a model (PSNR/SSIM, baselines, report)'),
     'synth': ('rainmamba_core.data.cli', 'make a synthetic rainy clip from clean frames'),
     'export': ('rainmamba_core.export.cli', 'export a model to ONNX (streaming step or clip)'),

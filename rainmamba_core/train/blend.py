@@ -59,8 +59,8 @@ def _training_summary(path: Path) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split('\n\n')[0]
-    parser.add_argument('base', help="the model the fine-tune started from: a .pt checkpoint, or 'default' "
-                                     'for the bundled model')
+    parser.add_argument('base', help="the model the fine-tune started from (or a sibling trained from the same "
+                                     "model): a .pt checkpoint, or 'default' for the bundled model")
     parser.add_argument('tuned', help='the fine-tuned model (.pt checkpoint, the same architecture)')
     parser.add_argument('--alpha', type=float, required=True,
                         help='how far towards the fine-tune, 0-1 (0 = the base, 1 = the fine-tune)')
