@@ -31,6 +31,7 @@ from rainmamba_core.modules.blocks import MambaLayer
 from rainmamba_core.modules.convnext import ConvNeXt, ProjectionHead
 from rainmamba_core.modules.detail import DetailHead
 from rainmamba_core.modules.temporal import causal_time_apply, step_conv3d, step_conv_transpose3d
+from rainmamba_core.ops.align import aligned_difference
 from rainmamba_core.ops.selective_scan import BACKENDS, SelectiveScanError
 from rainmamba_core.paths import DEFAULT_MODEL
 from rainmamba_core.safe_load import safe_load
@@ -86,6 +87,11 @@ def _inverse_order(order: torch.Tensor) -> torch.Tensor:
 
 
 MIN_SIZE = 32  # the encoder's last stage has stride 32
+# detail_align: the aligned difference enters the head times this. Its weights start at zero next
+# to a trained head, and Adam moves every weight by about the learning rate a step, so the gain
+# lets them change the output as fast as a weight 8x their size would (measured: at gain 1 they
+# reached a mean of 0.003 in 1,500 steps, against 0.057 on the frame's channels).
+ALIGN_GAIN = 8.0
 
 
 def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
@@ -295,6 +301,10 @@ class RainMamba(nn.Module):
         if self.config.detail_previous:  # the frame before each; before the first, the carried one
             first = cache('detail.prev') if state is not None else x.new_zeros(x.shape[0], *x.shape[2:])
             prev = torch.cat([first[:, None], x[:, :-1]], dim=1)
+            if self.config.detail_align:  # the previous frame moved onto each frame, minus the frame
+                valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+                valid[:, 0] = first.flatten(1).abs().amax(1) > 0  # a stream's first frame has none
+                prev = aligned_difference(x.flatten(0, 1), prev.flatten(0, 1), valid.flatten()).view_as(x) * ALIGN_GAIN
             if return_state:
                 new_state['detail.prev'] = x[:, -1]
         out = self._decode(g, x, prev)[..., :height, :width]
@@ -424,7 +434,8 @@ def _config_summary(cfg: RainMambaConfig) -> str:
     return (f'num_features={cfg.num_features}, encoder_channels={cfg.encoder_channels}, '
             f'blocks=({cfg.blocks_high1},{cfg.blocks_low},{cfg.blocks_high2}), causal={cfg.causal}'
             + (f', detail_channels={cfg.detail_channels}' if cfg.detail_channels else '')
-            + (', detail_previous=True' if cfg.detail_previous else ''))
+            + (', detail_previous=True' if cfg.detail_previous else '')
+            + (', detail_align=True' if cfg.detail_align else ''))
 
 
 def read_checkpoint(path: str | os.PathLike, map_location='cpu') -> tuple[dict[str, torch.Tensor],

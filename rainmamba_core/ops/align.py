@@ -1,0 +1,99 @@
+"""Global frame alignment: a translation by phase correlation, and the warp that applies it.
+
+The detail head of a ``detail_align`` model reads the previous input frame moved onto the current
+one. A camera that pans moves the whole scene by about the same few pixels, while rain streaks
+fall on their own; after the move a thin line that is in both frames is scene, one that is only in
+the current frame is likely rain. One translation per frame pair is the cheapest alignment that
+covers a pan; forward motion (a dash cam) is aligned only near the image centre, and the model
+learns from the difference how far to trust it.
+
+Dimension letters: N frame pairs, C channels, H height, W width.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Phase correlation runs on frames averaged over 2x2 blocks: thin streaks blur into the scene,
+# the FFT costs a quarter, and the sub-pixel peak still places the shift to about a pixel.
+ALIGN_POOL = 2
+
+
+def phase_shift(current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """The translation that moves ``previous`` onto ``current``, by phase correlation.
+
+    Args:
+        current, previous: (N, C, H, W) frames (any value range; C is averaged).
+    Returns:
+        (N, 2) float shifts (dy, dx) in pixels of the input: ``current(y, x) ~ previous(y - dy, x - dx)``.
+        Shifts are taken modulo the (pooled) frame size into [-size/2, size/2), so a move of half a
+        frame or more is not found; the model sees the difference such a move leaves.
+    """
+    with torch.no_grad():
+        cur, prev = (F.avg_pool2d(v.float().mean(1, keepdim=True), ALIGN_POOL)[:, 0] for v in (current, previous))
+        height, width = cur.shape[-2:]
+        window = (torch.hann_window(height, periodic=False, device=cur.device)[:, None]
+                  * torch.hann_window(width, periodic=False, device=cur.device)[None, :])
+        cur = (cur - cur.mean((-2, -1), keepdim=True)) * window
+        prev = (prev - prev.mean((-2, -1), keepdim=True)) * window
+        cross = torch.fft.rfft2(cur) * torch.fft.rfft2(prev).conj()
+        surface = torch.fft.irfft2(cross / (cross.abs() + 1e-9), s=(height, width))  # (N, h, w)
+        flat = surface.flatten(1).argmax(1)
+        py, px = flat // width, flat % width
+
+        def at(dy: int, dx: int) -> torch.Tensor:
+            idx = ((py + dy) % height) * width + (px + dx) % width
+            return surface.flatten(1).gather(1, idx[:, None])[:, 0]
+
+        def vertex(minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
+            # the peak of the parabola through three samples, within half a sample of the middle one
+            denom = minus - 2 * centre + plus
+            off = torch.where(denom.abs() > 1e-12, 0.5 * (minus - plus) / denom.where(denom.abs() > 1e-12,
+                                                                                        torch.ones_like(denom)),
+                              torch.zeros_like(denom))
+            return off.clamp(-0.5, 0.5)
+
+        centre = at(0, 0)
+        fy = py.float() + vertex(at(-1, 0), centre, at(1, 0))
+        fx = px.float() + vertex(at(0, -1), centre, at(0, 1))
+        fy = torch.where(fy >= height / 2, fy - height, fy)
+        fx = torch.where(fx >= width / 2, fx - width, fx)
+        return torch.stack([fy, fx], 1) * ALIGN_POOL
+
+
+def translate(frames: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move frames by ``shift`` (bilinear): ``out(y, x) = frames(y - dy, x - dx)``.
+
+    Args:
+        frames: (N, C, H, W); shift: (N, 2) (dy, dx) in pixels, as from `phase_shift`.
+    Returns:
+        (N, C, H, W) moved frames, and (N, 1, H, W) a mask that is 1 where the moved frame has
+        data and 0 where it came from outside the frame (there the moved frame holds zeros).
+    """
+    n, _, height, width = frames.shape
+    ys = torch.arange(height, device=frames.device, dtype=frames.dtype)
+    xs = torch.arange(width, device=frames.device, dtype=frames.dtype)
+    src_y = ys[None, :, None] - shift[:, 0, None, None].to(frames.dtype)  # (N, H, 1)
+    src_x = xs[None, None, :] - shift[:, 1, None, None].to(frames.dtype)  # (N, 1, W)
+    # grid_sample's align_corners=True maps -1 and 1 to the centres of the first and last pixels
+    gy = (2 * src_y / max(height - 1, 1) - 1).expand(n, height, width)
+    gx = (2 * src_x / max(width - 1, 1) - 1).expand(n, height, width)
+    grid = torch.stack([gx, gy], -1)
+    moved = F.grid_sample(frames, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
+    inside = ((src_y >= 0) & (src_y <= height - 1)) & ((src_x >= 0) & (src_x <= width - 1))  # (N, H, W)
+    return moved, inside[:, None].to(frames.dtype)
+
+
+def aligned_difference(current: torch.Tensor, previous: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The previous frame moved onto the current one, minus the current one; 0 where it has no data.
+
+    Args:
+        current, previous: (N, 3, H, W) frames.
+        valid: (N,) bool, False where there is no previous frame (a stream's first frame).
+    Returns:
+        (N, 3, H, W) ``translate(previous) - current`` inside the moved frame, 0 outside it and
+        for pairs that are not valid.
+    """
+    moved, inside = translate(previous, phase_shift(current, previous))
+    keep = inside * valid.to(current.dtype)[:, None, None, None]
+    return (moved - current) * keep

@@ -1,0 +1,153 @@
+"""Global alignment (phase correlation + warp) and the detail head that reads the aligned previous frame."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rainmamba_core.models.config import LATE_KEYS, ConfigError
+from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
+from rainmamba_core.ops.align import aligned_difference, phase_shift, translate
+
+
+def _scene(seed: int, height: int = 480, width: int = 640) -> torch.Tensor:
+    """A smooth random texture, (1, 3, height, width): structure at several scales, like a photo."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, height // 8, width // 8, generator=g)
+    fine = torch.rand(1, 3, height // 2, width // 2, generator=g)
+    return (0.7 * F.interpolate(coarse, size=(height, width), mode='bicubic', align_corners=False)
+            + 0.3 * F.interpolate(fine, size=(height, width), mode='bilinear', align_corners=False)).clamp(0, 1)
+
+
+@pytest.mark.parametrize('dy,dx', [(0, 0), (3, -5), (-7, 12), (20, 2)])
+def test_phase_shift_finds_an_integer_pan(dy: int, dx: int) -> None:
+    big = _scene(1, 300, 400)
+    previous = big[..., 40:280, 40:360]
+    current = big[..., 40 - dy:280 - dy, 40 - dx:360 - dx]   # current(y, x) = previous(y - dy, x - dx)
+    shift = phase_shift(current, previous)[0]
+    # the peak is found on 2x2-pooled frames and refined by a parabola: within half a pixel of the truth
+    assert abs(shift[0] - dy) <= 0.5 and abs(shift[1] - dx) <= 0.5, shift
+
+
+def test_phase_shift_finds_a_sub_pixel_pan_and_translate_undoes_it() -> None:
+    previous = _scene(2, 240, 320)
+    current, inside = translate(previous, torch.tensor([[2.5, -3.25]]))
+    shift = phase_shift(current, previous)[0]
+    assert abs(shift[0] - 2.5) <= 0.5 and abs(shift[1] + 3.25) <= 0.5, shift
+    moved, mask = translate(previous, shift[None])
+    interior = (mask * inside).bool().expand_as(current)
+    before = (previous - current)[interior].abs().mean()
+    after = (moved - current)[interior].abs().mean()
+    assert after < before / 4, (before, after)   # aligned: most of the frame difference is gone
+
+
+def test_translate_by_whole_pixels_is_a_shift_and_marks_what_came_from_outside() -> None:
+    frames = torch.rand(2, 3, 20, 30)
+    moved, inside = translate(frames, torch.tensor([[2.0, -3.0], [0.0, 0.0]]))
+    assert torch.allclose(moved[0, :, 2:, :27], frames[0, :, :18, 3:], atol=1e-5)  # bilinear at whole pixels
+    assert inside[0, 0, :2].sum() == 0 and inside[0, 0, :, 27:].sum() == 0
+    assert inside[0, 0, 2:, :27].min() == 1
+    assert torch.allclose(moved[1], frames[1], atol=1e-5) and inside[1].min() == 1
+
+
+def test_aligned_difference_is_zero_without_a_previous_frame_and_small_after_a_pan() -> None:
+    big = _scene(3, 200, 260)
+    previous, current = big[..., 10:170, 10:230], big[..., 6:166, 14:234]
+    both = aligned_difference(torch.cat([current, current]), torch.cat([previous, previous]),
+                              torch.tensor([True, False]))
+    assert both[1].abs().max() == 0                    # no previous frame: nothing to compare
+    raw = (previous - current).abs().mean()
+    assert both[0].abs().mean() < raw / 4, (both[0].abs().mean(), raw)
+
+
+def test_rain_does_not_move_the_shift_on_nturain_a2(shared) -> None:
+    """a2's camera pans 2-6 px a frame; its rain falls on its own. The shift measured on the rainy
+    frames must be the scene's (the clean frames') shift, or the head would compare streaks."""
+    from rainmamba_core.data.clips import read_image
+    root = shared.path('data', 'nturain_a2')
+
+    def load(name: str) -> torch.Tensor:
+        files = sorted((root / name).iterdir())
+        return torch.from_numpy(np.stack([read_image(f) for f in files])).permute(0, 3, 1, 2).float() / 255
+
+    clean, rainy = load('a2_GT'), load('a2_Rain')
+    on_clean = phase_shift(clean[1:], clean[:-1])
+    on_rain = phase_shift(rainy[1:], rainy[:-1])
+    assert on_clean[:, 1].abs().max() > 3               # the camera does pan (else the test shows nothing)
+    # 0.1 px: a tenth of what moves a thin streak into the next pixel
+    assert (on_clean - on_rain).abs().max() <= 0.1, torch.cat([on_clean, on_rain], 1)
+
+
+def test_phase_shift_agrees_with_opencv_on_nturain_a2(shared) -> None:
+    """An independent estimator (OpenCV's phaseCorrelate at full resolution, as the suite's
+    real-rain masks use it) finds the same pans on a2's rainy frames."""
+    pytest.importorskip('cv2')
+    from rainmamba_core.data.clips import read_image
+    from rainmamba_core.eval.suite import _global_shift
+    files = sorted((shared.path('data', 'nturain_a2') / 'a2_Rain').iterdir())
+    frames = np.stack([read_image(f) for f in files])
+    ours = phase_shift(torch.from_numpy(frames[1:]).permute(0, 3, 1, 2).float(),
+                       torch.from_numpy(frames[:-1]).permute(0, 3, 1, 2).float())
+    theirs = torch.tensor([_global_shift(frames[i + 1], frames[i])[::-1] for i in range(len(frames) - 1)])
+    # two sub-pixel estimators (a parabola on 2x2-pooled frames; a 5x5 centroid at full size): on
+    # a2 they differ by up to 0.4 px; a wrong sign or a whole-pixel error would be >= 1 px
+    assert (ours - theirs).abs().max() <= 0.5, torch.cat([ours, theirs], 1)
+
+
+# ------------------------------------------------------------------ the model option
+def _aligned_model(seed: int) -> RainMamba:
+    torch.manual_seed(seed)
+    model = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True)).eval()
+    torch.nn.init.normal_(model.detail.out.weight, std=0.05)   # a head that contributes
+    return model
+
+
+def test_detail_align_needs_the_previous_frame_and_is_a_late_key() -> None:
+    with pytest.raises(ConfigError, match='needs detail_previous=True'):
+        RainMambaConfig.tiny(detail_channels=8, detail_align=True)
+    assert 'detail_align' in LATE_KEYS and 'detail_align' not in RainMambaConfig.tiny().to_dict()
+    assert RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True).to_dict()['detail_align']
+
+
+@pytest.mark.parametrize('height,width', [(40, 56), (50, 66)])
+def test_an_aligned_head_streams_like_the_whole_clip(height: int, width: int) -> None:
+    model = _aligned_model(11)
+    clip = torch.rand(2, 5, 3, height, width)
+    with torch.no_grad():
+        full = model(clip)
+        state = model.init_state(2, height, width)
+        outs = []
+        for t in range(clip.shape[1]):
+            out, state = model.step(clip[:, t], state)
+            outs.append(out)
+    # the same ops on the same frames, grouped differently: float rounding only
+    rel = ((torch.stack(outs, 1) - full).norm() / full.norm()).item()
+    assert rel <= 1e-5
+
+
+def test_an_aligned_head_sees_only_what_the_pan_does_not_explain() -> None:
+    """Frame 1 is frame 0 panned: the head's input is (nearly) zero there, so the output equals that
+    of a model blind to the previous frame; a new bright line in frame 1 changes it."""
+    model = _aligned_model(12)
+    blind = RainMamba(model.config).eval()
+    blind.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        blind.detail.body[0].weight[:, -3:] = 0
+    big = _scene(4, 120, 150)
+    panned = torch.stack([big[..., 20:84, 20:116], big[..., 17:81, 24:120]], 1)   # (1, 2, 3, 64, 96)
+    with torch.no_grad():
+        gap = (model(panned) - blind(panned))[:, 1].abs()
+        streak = panned.clone()
+        streak[:, 1, :, 10:50, 40:42] = 1.0
+        gap_streak = (model(streak) - blind(streak))[:, 1].abs()
+    assert gap[..., 8:-8, 8:-8].mean() < gap_streak[..., 8:-8, 8:-8].mean() / 3, (gap.mean(), gap_streak.mean())
+
+
+def test_an_aligned_model_is_refused_by_the_onnx_export(tmp_path: Path) -> None:
+    pytest.importorskip('onnx')
+    from rainmamba_core.export.onnx_export import ExportError, export_step
+    with pytest.raises(ExportError, match='detail_align'):
+        export_step(_aligned_model(13), tmp_path / 'm.onnx', 64, 64)
