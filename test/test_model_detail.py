@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from stream_helpers import step_all, stream_rel_error
 
 from rainmamba_core.models.config import LATE_KEYS, ConfigError
 from rainmamba_core.models.rainmamba import CheckpointError, RainMamba, RainMambaConfig
@@ -79,15 +80,7 @@ def test_stepping_a_detail_model_equals_the_whole_clip(height: int, width: int) 
     torch.manual_seed(2)
     model = RainMamba(RainMambaConfig.tiny(detail_channels=8)).eval()
     torch.nn.init.normal_(model.detail.out.weight, std=0.05)
-    clip = torch.rand(2, 4, 3, height, width)
-    with torch.no_grad():
-        full = model(clip)
-        state = model.init_state(2, height, width)
-        outs = []
-        for t in range(clip.shape[1]):
-            out, state = model.step(clip[:, t], state)
-            outs.append(out)
-    rel = ((torch.stack(outs, 1) - full).norm() / full.norm()).item()
+    rel = stream_rel_error(model, torch.rand(2, 4, 3, height, width))
     # Same bound and reason as test_model_causal: the same ops in the same order up to conv batching.
     assert rel <= 1e-5
 
@@ -166,16 +159,12 @@ def test_a_head_that_sees_the_previous_frame_streams_like_the_whole_clip(height:
     clip = torch.rand(2, 5, 3, height, width)
     with torch.no_grad():
         full = model(clip)
-        state = model.init_state(2, height, width)
-        assert tuple(state['detail.prev'].shape) == (2, 3, 56 if height == 50 else 40, 72 if width == 66 else 56)
-        outs = []
-        for t in range(clip.shape[1]):
-            out, state = model.step(clip[:, t], state)
-            outs.append(out)
-        # the carried frame is the last (padded) input; the same ops as the whole clip: same bound as above
-        assert torch.equal(state['detail.prev'][..., :height, :width], clip[:, -1])
-    rel = ((torch.stack(outs, 1) - full).norm() / full.norm()).item()
-    assert rel <= 1e-5
+    assert tuple(model.init_state(2, height, width)['detail.prev'].shape) == (
+        2, 3, 56 if height == 50 else 40, 72 if width == 66 else 56)
+    stepped, state = step_all(model, clip)
+    # the carried frame is the last (padded) input; the same ops as the whole clip: same bound as above
+    assert torch.equal(state['detail.prev'][..., :height, :width], clip[:, -1])
+    assert ((stepped - full).norm() / full.norm()).item() <= 1e-5
 
 
 def test_the_previous_frame_changes_the_output_and_only_through_the_head() -> None:
