@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from stream_helpers import step_all
 
 from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
 from rainmamba_core.streaming.state import cat_states, reset_batch, split_state
@@ -14,15 +15,6 @@ def causal() -> RainMamba:
     return RainMamba(RainMambaConfig.tiny()).eval()
 
 
-def _step_all(model: RainMamba, clip: torch.Tensor) -> torch.Tensor:
-    state = model.init_state(clip.shape[0], *clip.shape[-2:])
-    outs = []
-    for t in range(clip.shape[1]):
-        out, state = model.step(clip[:, t], state)
-        outs.append(out)
-    return torch.stack(outs, 1)
-
-
 @pytest.mark.parametrize('frames,height,width', [(1, 72, 100), (2, 72, 100), (7, 100, 132), (16, 40, 56),
                                                   (2, 100, 132)])
 def test_step_equals_whole_clip(causal, frames, height, width):
@@ -30,7 +22,7 @@ def test_step_equals_whole_clip(causal, frames, height, width):
     clip = torch.rand(2, frames, 3, height, width)
     with torch.no_grad():
         full = causal(clip)
-        stepped = _step_all(causal, clip)
+        stepped, _ = step_all(causal, clip)
     rel = ((stepped - full).norm() / full.norm()).item()
     print(f'T={frames} {height}x{width}: rel {rel:.2e}')
     # DESIGN.md invariant: fp32 relative error <= 1e-5 (the two paths do the same ops in the same
@@ -68,7 +60,7 @@ def test_reset_isolates_one_stream(causal):
         state = reset_batch(state, [True, False])
         out, _ = causal.step(clip[:, 2], state)
         fresh, _ = causal.step(clip[:1, 2], causal.init_state(1, 32, 48))
-        alone = _step_all(causal, clip[1:])[:, 2]
+        alone = step_all(causal, clip[1:])[0][:, 2]
     # Stream 0 behaves as a fresh stream, stream 1 as if it ran alone (batching changes nothing
     # beyond fp32 rounding in the batched convolutions).
     assert torch.allclose(out[:1], fresh, atol=1e-6)

@@ -38,20 +38,20 @@ def phase_shift(current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         prev = (prev - prev.mean((-2, -1), keepdim=True)) * window
         cross = torch.fft.rfft2(cur) * torch.fft.rfft2(prev).conj()
         surface = torch.fft.irfft2(cross / (cross.abs() + 1e-9), s=(height, width))  # (N, h, w)
-        flat = surface.flatten(1).argmax(1)
+        surface = surface.flatten(1)
+        flat = surface.argmax(1)
         py, px = flat // width, flat % width
 
         def at(dy: int, dx: int) -> torch.Tensor:
             idx = ((py + dy) % height) * width + (px + dx) % width
-            return surface.flatten(1).gather(1, idx[:, None])[:, 0]
+            return surface.gather(1, idx[:, None])[:, 0]
 
         def vertex(minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
             # the peak of the parabola through three samples, within half a sample of the middle one
             denom = minus - 2 * centre + plus
-            off = torch.where(denom.abs() > 1e-12, 0.5 * (minus - plus) / denom.where(denom.abs() > 1e-12,
-                                                                                        torch.ones_like(denom)),
-                              torch.zeros_like(denom))
-            return off.clamp(-0.5, 0.5)
+            curved = denom.abs() > 1e-12
+            off = 0.5 * (minus - plus) / torch.where(curved, denom, torch.ones_like(denom))
+            return torch.where(curved, off, torch.zeros_like(off)).clamp(-0.5, 0.5)
 
         centre = at(0, 0)
         fy = py.float() + vertex(at(-1, 0), centre, at(1, 0))
