@@ -98,6 +98,40 @@ def test_a_head_that_sees_the_previous_frame_exports_with_its_carried_frame(tmp_
     assert worst_out <= RTOL and worst_state <= STATE_RTOL
 
 
+def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path) -> None:
+    # detail_align: the graph computes the phase correlation by matrix products (ONNX has no FFT
+    # the exporter reaches) and must follow torch's FFT over a panning clip (same bounds as above)
+    import torch.nn.functional as F
+
+    from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
+    torch.manual_seed(0)
+    model = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True)).eval()
+    torch.nn.init.normal_(model.detail.out.weight, std=0.05)        # a head that contributes,
+    torch.nn.init.normal_(model.detail.body[0].weight, std=0.05)    # and reads the aligned difference
+    model.save_checkpoint(tmp_path / 'align.pt')
+    graph = make_onnx_backend(tmp_path / 'align.pt', device='cpu', cache_dir=tmp_path / 'cache').graph('step', 48, 64)
+    coarse = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(4))
+    scene = F.interpolate(coarse, size=(120, 160), mode='bicubic', align_corners=False).clamp(0, 1)
+    blind = RainMamba(model.config).eval()
+    blind.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        blind.detail.body[0].weight[:, -3:] = 0
+    state, blind_state = model.init_state(1, 48, 64), blind.init_state(1, 48, 64)
+    feeds = {f'state.{k}': v.numpy() for k, v in state.items()}
+    worst = cue = 0.0
+    for t in range(5):  # a pan of (2, 3) px per frame
+        frame = scene[..., 10 + 2 * t:58 + 2 * t, 20 + 3 * t:84 + 3 * t].contiguous()
+        with torch.no_grad():
+            ref, state = model.step(frame, state)
+            without, blind_state = blind.step(frame, blind_state)
+        res = graph.session.run(None, {'frame': frame.numpy(), **feeds})
+        feeds = {s['input']: r for s, r in zip(graph.state_layout, res[1:])}
+        worst = max(worst, _rel(res[0], ref.numpy()))
+        cue = max(cue, _rel(ref.numpy(), without.numpy()))
+    assert cue > 100 * RTOL, cue     # the aligned input changes the output: the parity below means something
+    assert worst <= RTOL, worst
+
+
 def test_sidecar_matches_graph_and_model(cached: CachedExportBackend) -> None:
     h, w = SIZES[0]
     path = cached.cache_path('step', h, w)

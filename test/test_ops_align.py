@@ -1,8 +1,6 @@
 """Global alignment (phase correlation + warp) and the detail head that reads the aligned previous frame."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -31,6 +29,30 @@ def test_phase_shift_finds_an_integer_pan(dy: int, dx: int) -> None:
     shift = phase_shift(current, previous)[0]
     # the peak is found on 2x2-pooled frames and refined by a parabola: within half a pixel of the truth
     assert abs(shift[0] - dy) <= 0.5 and abs(shift[1] - dx) <= 0.5, shift
+
+
+@pytest.mark.parametrize('height,width', [(240, 320), (90, 126)])
+def test_the_dft_path_gives_the_fft_path_s_shift(height: int, width: int) -> None:
+    """The matrix-product DFT (what an ONNX graph carries) finds the FFT's peak and sub-pixel vertex."""
+    big = _scene(5, height + 40, width + 40)
+    previous = big[..., 20:20 + height, 20:20 + width]
+    current = torch.cat([big[..., 17:17 + height, 26:26 + width], big[..., 20:20 + height, 20:20 + width]])
+    previous = previous.expand(2, -1, -1, -1)
+    fft, dft = phase_shift(current, previous, 'fft'), phase_shift(current, previous, 'dft')
+    # float32 sums in another order: the vertex moves by rounding only (1e-3 px); a different peak is >= 2 px
+    assert torch.allclose(fft, dft, atol=1e-3), (fft, dft)
+    assert abs(fft[0, 0] - 3) <= 0.5 and abs(fft[0, 1] + 6) <= 0.5 and fft[1].abs().max() <= 0.5, fft
+    with pytest.raises(ValueError, match="'fft' or 'dft'"):
+        phase_shift(current, previous, 'fast')
+
+
+def test_aligned_difference_keeps_the_frames_dtype() -> None:
+    # computed in float32 (grid_sample has no fp16 CPU kernel) and returned in the frames' dtype
+    a, b = _scene(6, 64, 96), _scene(7, 64, 96)
+    out = aligned_difference(a.half(), b.half(), torch.tensor([True]))
+    ref = aligned_difference(a, b, torch.tensor([True]))
+    assert out.dtype == torch.float16
+    assert (out.float() - ref).abs().max() < 2e-3  # fp16 rounding of inputs in [0, 1]: ~5e-4 per value
 
 
 def test_phase_shift_finds_a_sub_pixel_pan_and_translate_undoes_it() -> None:
@@ -135,10 +157,3 @@ def test_an_aligned_head_sees_only_what_the_pan_does_not_explain() -> None:
         streak[:, 1, :, 10:50, 40:42] = 1.0
         gap_streak = (model(streak) - blind(streak))[:, 1].abs()
     assert gap[..., 8:-8, 8:-8].mean() < gap_streak[..., 8:-8, 8:-8].mean() / 3, (gap.mean(), gap_streak.mean())
-
-
-def test_an_aligned_model_is_refused_by_the_onnx_export(tmp_path: Path) -> None:
-    pytest.importorskip('onnx')
-    from rainmamba_core.export.onnx_export import ExportError, export_step
-    with pytest.raises(ExportError, match='detail_align'):
-        export_step(_aligned_model(13), tmp_path / 'm.onnx', 64, 64)

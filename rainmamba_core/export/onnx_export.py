@@ -227,9 +227,6 @@ def _sidecar(kind: str, proto, model: RainMamba, model_hash: str, source: str, h
 
 
 def _prepare(model: RainMamba, fp16: bool) -> tuple[RainMamba, torch.dtype, str]:
-    if model.config.detail_align:
-        raise ExportError('this model aligns the previous frame by phase correlation (detail_align=True), '
-                          'whose FFT the ONNX export does not carry yet; run it with the torch backend')
     dtype = torch.float16 if fp16 else torch.float32
     # Export works on a copy so the caller's model keeps its device and dtype.
     net = copy.deepcopy(model).to('cpu', dtype).eval()

@@ -19,16 +19,60 @@ import torch.nn.functional as F
 ALIGN_POOL = 2
 
 
-def phase_shift(current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+def _dft_matrices(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of 2 pi k n / size (size x size), built in float64 and returned as float32."""
+    k = torch.arange(size, device=device, dtype=torch.float64)
+    angle = (2 * torch.pi / size) * torch.outer(k, k).remainder(size)  # remainder keeps the angles small
+    return angle.cos().float(), angle.sin().float()
+
+
+def _surface_dft(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    """The phase-correlation surface by real matrix products (a DFT without complex numbers).
+
+    The same surface as the FFT path to float rounding; it exists because ONNX export does not
+    carry ``torch.fft``. It costs 18 matrix products of the pooled frame's sides (about 30 ms for
+    a 640x480 input on this project's 2-core CPU), so eager runs use the FFT.
+    """
+    height, width = cur.shape[-2:]
+    ch, sh = _dft_matrices(height, cur.device)
+    cw, sw = _dft_matrices(width, cur.device)
+
+    def dft(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # (Ch - i Sh) x (Cw - i Sw)^T; the matrices are symmetric, so no transposes
+        a, b = ch @ x, sh @ x
+        return a @ cw - b @ sw, -(a @ sw + b @ cw)
+
+    re1, im1 = dft(cur)
+    re2, im2 = dft(prev)
+    cross_re, cross_im = re1 * re2 + im1 * im2, im1 * re2 - re1 * im2  # X1 * conj(X2)
+    magnitude = torch.sqrt(cross_re * cross_re + cross_im * cross_im) + 1e-9
+    cross_re, cross_im = cross_re / magnitude, cross_im / magnitude
+    # the real part of the inverse: (Ch + i Sh) R (Cw + i Sw) / (h w)
+    p, q = ch @ cross_re - sh @ cross_im, ch @ cross_im + sh @ cross_re
+    return (p @ cw - q @ sw) / (height * width)
+
+
+def _surface_fft(cur: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    cross = torch.fft.rfft2(cur) * torch.fft.rfft2(prev).conj()
+    return torch.fft.irfft2(cross / (cross.abs() + 1e-9), s=cur.shape[-2:])
+
+
+def phase_shift(current: torch.Tensor, previous: torch.Tensor, method: str = 'auto') -> torch.Tensor:
     """The translation that moves ``previous`` onto ``current``, by phase correlation.
 
     Args:
         current, previous: (N, C, H, W) frames (any value range; C is averaged).
+        method: 'fft' (torch.fft), 'dft' (real matrix products: what an ONNX graph carries) or
+            'auto': 'dft' while the model is traced for export, else 'fft'.
     Returns:
         (N, 2) float shifts (dy, dx) in pixels of the input: ``current(y, x) ~ previous(y - dy, x - dx)``.
         Shifts are taken modulo the (pooled) frame size into [-size/2, size/2), so a move of half a
         frame or more is not found; the model sees the difference such a move leaves.
     """
+    if method == 'auto':
+        method = 'dft' if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() else 'fft'
+    if method not in ('fft', 'dft'):
+        raise ValueError(f"phase_shift method must be 'auto', 'fft' or 'dft', got {method!r}")
     with torch.no_grad():
         cur, prev = (F.avg_pool2d(v.float().mean(1, keepdim=True), ALIGN_POOL)[:, 0] for v in (current, previous))
         height, width = cur.shape[-2:]
@@ -36,8 +80,7 @@ def phase_shift(current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
                   * torch.hann_window(width, periodic=False, device=cur.device)[None, :])
         cur = (cur - cur.mean((-2, -1), keepdim=True)) * window
         prev = (prev - prev.mean((-2, -1), keepdim=True)) * window
-        cross = torch.fft.rfft2(cur) * torch.fft.rfft2(prev).conj()
-        surface = torch.fft.irfft2(cross / (cross.abs() + 1e-9), s=(height, width))  # (N, h, w)
+        surface = (_surface_dft if method == 'dft' else _surface_fft)(cur, prev)  # (N, h, w)
         surface = surface.flatten(1)
         flat = surface.argmax(1)
         py, px = flat // width, flat % width
@@ -94,6 +137,8 @@ def aligned_difference(current: torch.Tensor, previous: torch.Tensor, valid: tor
         (N, 3, H, W) ``translate(previous) - current`` inside the moved frame, 0 outside it and
         for pairs that are not valid.
     """
-    moved, inside = translate(previous, phase_shift(current, previous))
-    keep = inside * valid.to(current.dtype)[:, None, None, None]
-    return (moved - current) * keep
+    # in float32 whatever the model's dtype: grid_sample has no fp16 kernel on the CPU
+    cur = current.float()
+    moved, inside = translate(previous.float(), phase_shift(cur, previous))
+    keep = inside * valid.float()[:, None, None, None]
+    return ((moved - cur) * keep).to(current.dtype)
