@@ -202,6 +202,25 @@ def test_growing_a_head_to_see_the_previous_frame_keeps_the_output(tmp_path: Pat
         RainMamba.from_checkpoint(tmp_path / 'grown.pt', config=RainMambaConfig.tiny(detail_channels=8))
 
 
+def test_init_from_keeps_what_the_head_reads_unless_told_to_drop_it(tmp_path: Path) -> None:
+    """A run from a model whose head reads the (aligned) previous frame keeps those inputs without
+    being told (the bundled default has them); asking to drop them is refused, naming the key."""
+    from rainmamba_core.errors import RainMambaError
+    torch.manual_seed(9)
+    source = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True)).eval()
+    torch.nn.init.normal_(source.detail.out.weight, std=0.05)
+    source.save_checkpoint(tmp_path / 'aligned.pt')
+    kept = build_model(_cfg(tmp_path / 'aligned.pt', 8)).eval()
+    assert kept.config.detail_previous and kept.config.detail_align
+    clip = torch.rand(1, 3, 3, 40, 48)
+    with torch.no_grad():
+        assert torch.equal(kept(clip), source(clip))
+    cfg = _cfg(tmp_path / 'aligned.pt', 8)
+    cfg.model.overrides['detail_align'] = False
+    with pytest.raises(RainMambaError, match='detail_align=True and model.overrides.detail_align=false'):
+        build_model(cfg)
+
+
 def test_checkpoint_config_leaves_out_late_keys_at_their_default(tmp_path: Path) -> None:
     """A model without the previous-frame head writes no `detail_previous` key, so its checkpoint
     loads in package versions from before the key existed (their from_dict refuses unknown keys,

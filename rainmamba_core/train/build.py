@@ -28,11 +28,30 @@ def expand_path(text: str) -> str:
     return os.path.expanduser(os.path.expandvars(text))
 
 
+# Inputs of the detail head a model started from keeps (model.init_from): dropping one would
+# leave trained weights without their input.
+TEMPORAL_INPUTS = ('detail_previous', 'detail_align')
+
+
 def build_model(cfg: TrainConfig) -> nn.Module:
     """The student network from ``cfg.model`` (preset + overrides, optional initial weights)."""
     from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
     overrides = dict(cfg.model.overrides)
     overrides['causal'] = cfg.model.causal
+    source = None
+    if cfg.model.init_from:
+        # 'default': the bundled default model (fine-tune it on your own data)
+        path = DEFAULT_MODEL if cfg.model.init_from == 'default' else expand_path(cfg.model.init_from)
+        source = RainMamba.from_checkpoint(path)
+        for key in TEMPORAL_INPUTS:  # what the head reads is kept unless the run says otherwise
+            if getattr(source.config, key) and key not in overrides:
+                overrides[key] = True
+                log.info('model.init_from %s has %s=True: kept (model.overrides.%s=false to refuse)',
+                         cfg.model.init_from, key, key)
+            elif getattr(source.config, key) and not overrides[key]:
+                raise TrainError(f'model.init_from {cfg.model.init_from} has {key}=True and '
+                                 f'model.overrides.{key}=false asks to drop it: a trained head cannot lose '
+                                 f'inputs; leave the key out to keep it')
     preset = RainMambaConfig.tiny if cfg.model.preset == 'tiny' else RainMambaConfig.official
     try:
         model_cfg = preset(**overrides)
@@ -41,10 +60,7 @@ def build_model(cfg: TrainConfig) -> nn.Module:
         raise TrainError(f'model.overrides {sorted(cfg.model.overrides)}: {exc}; valid keys: {valid}'
                          ) from None
     model = RainMamba(model_cfg)
-    if cfg.model.init_from:
-        # 'default': the bundled default model (fine-tune it on your own data)
-        path = DEFAULT_MODEL if cfg.model.init_from == 'default' else expand_path(cfg.model.init_from)
-        source = RainMamba.from_checkpoint(path)
+    if source is not None:
         weights = source.state_dict()
         if model.detail is not None and source.detail is None:
             # Growing a trained model by the detail head: everything else must still match exactly.
