@@ -8,24 +8,25 @@ import subprocess
 import pytest
 
 from rainmamba_core.bench import speed as bench_speed
-from rainmamba_core.paths import DEFAULT_MODEL
 
 
 def _has_reference() -> bool:
-    if shutil.which('git') is None or not DEFAULT_MODEL.is_file():
+    if shutil.which('git') is None:
         return False
-    probe = subprocess.run(['git', '-C', str(bench_speed.PACKAGE_ROOT), 'cat-file', '-e', bench_speed.REFERENCE_REV],
-                           capture_output=True)
-    return probe.returncode == 0
+    return all(subprocess.run(['git', '-C', str(bench_speed.PACKAGE_ROOT), 'cat-file', '-e', rev],
+                              capture_output=True).returncode == 0
+               for rev in (bench_speed.REFERENCE_REV, f'{bench_speed.WEIGHTS_REV}:{bench_speed.WEIGHTS_PATH}'))
 
 
-@pytest.mark.skipif(not _has_reference(), reason='needs git, the repository history (28443b7) and the bundled model')
+@pytest.mark.skipif(not _has_reference(), reason='needs git and the repository history (28443b7, and the default '
+                                                 'model as of a8df05a)')
 def test_side_by_side_rows_table_and_json(tmp_path, capsys):
-    args = type('Args', (), dict(sizes='64x48', frames=1, weights=DEFAULT_MODEL, reference=bench_speed.REFERENCE_REV,
+    args = type('Args', (), dict(sizes='64x48', frames=1, weights=None, reference=bench_speed.REFERENCE_REV,
                                  no_onnx=False, threads=1, memory_frames=3, memory_size='64x48',
                                  json=tmp_path / 'speed.json'))()
     result = bench_speed.run(args)
     row = result['rows'][0]
+    assert result['weights'].startswith(bench_speed.WEIGHTS_REV)  # one the reference revision can read
     assert row['size'] == '64x48' and row['this_ms'] > 0 and row[f'{bench_speed.REFERENCE_REV}_ms'] > 0
     # Same weights, same frames: this checkout's step equals the reference revision's (fp32 rounding).
     assert row[f'rel_diff_vs_{bench_speed.REFERENCE_REV}'] < 1e-5

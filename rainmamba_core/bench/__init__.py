@@ -132,7 +132,7 @@ def _speed_section(args: argparse.Namespace) -> Any:
     # the streaming step side by side with the code before the speed work and ONNX Runtime
     from rainmamba_core.bench import speed
     ns = argparse.Namespace(sizes='320x240,640x480', frames=args.speed_frames,
-                            weights=args.model or speed.DEFAULT_MODEL,
+                            weights=args.model,
                             reference=speed.REFERENCE_REV, no_onnx=False, threads=args.threads or 2,
                             memory_frames=0, memory_size='160x120', json=None)
     return speed.run(ns)

@@ -29,9 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from rainmamba_core.paths import DEFAULT_MODEL
-
 REFERENCE_REV = '28443b7'
+# The reference revision reads the checkpoints of its time only: the default shipped since session 18
+# reads the aligned previous frame (detail_align), which it does not know. So both sides run, by
+# default, the default as of WEIGHTS_REV (session 16's soup: the same network without that input);
+# the aligned head's own cost is measured against it in the model card (1.01x the step).
+WEIGHTS_REV = 'a8df05a'
+WEIGHTS_PATH = 'rainmamba_core/weights/default_tiny.pt'
 WORKER = Path(__file__).with_name('speed_worker.py')
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,15 +81,27 @@ def reference_tree(rev: str, workdir: Path) -> Path:
     return dest
 
 
+def reference_weights(workdir: Path, rev: str = WEIGHTS_REV) -> Path:
+    """The bundled default as of ``rev`` (`git show`), written under workdir."""
+    dest = workdir / f'default_tiny_{rev}.pt'
+    if not dest.is_file():
+        blob = subprocess.run(['git', '-C', str(PACKAGE_ROOT), 'show', f'{rev}:{WEIGHTS_PATH}'],
+                              check=True, capture_output=True).stdout
+        dest.write_bytes(blob)
+    return dest
+
+
 def _say(msg: str) -> None:
     print(f'[bench speed {time.strftime("%H:%M:%S")}] {msg}', flush=True)
 
 
-def run_speed(sizes: list[tuple[int, int]], frames: int, weights: Path, rev: str = REFERENCE_REV,
+def run_speed(sizes: list[tuple[int, int]], frames: int, weights: Path | None, rev: str = REFERENCE_REV,
               onnx: bool = True, threads: int = 2, memory_frames: int = 0, memory_size: tuple[int, int] = (120, 160),
               pause: float = 0.05) -> dict[str, Any]:
-    """Time the contenders side by side. Returns the JSON-ready result (rows per size)."""
-    result: dict[str, Any] = {'reference_rev': rev, 'weights': str(weights), 'threads': threads,
+    """Time the contenders side by side (``weights`` None: the default as of WEIGHTS_REV).
+    Returns the JSON-ready result (rows per size)."""
+    result: dict[str, Any] = {'reference_rev': rev, 'weights': str(weights or f'{WEIGHTS_REV}:{WEIGHTS_PATH}'),
+                              'threads': threads,
                               'machine': {'platform': platform.platform(), 'cpus': os.cpu_count(),
                                           'load_avg_start': os.getloadavg()},
                               'rows': [], 'note': 'CPU times are this machine\'s; compare the ratios'}
@@ -93,6 +109,8 @@ def run_speed(sizes: list[tuple[int, int]], frames: int, weights: Path, rev: str
         work = Path(tmp)
         _say(f'unpacking the reference revision {rev}')
         ref = reference_tree(rev, work)
+        if weights is None:
+            weights = reference_weights(work)
         kinds = [('this', PACKAGE_ROOT, 'torch'), (rev, ref, 'torch')] + ([('onnxruntime', PACKAGE_ROOT, 'onnx')]
                                                                            if onnx else [])
         _say('starting ' + ', '.join(f'{n} ({k})' for n, _, k in kinds))
@@ -201,7 +219,9 @@ def _sizes(text: str) -> list[tuple[int, int]]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--sizes', default='320x240,640x480', help='WxH list')
     parser.add_argument('--frames', type=int, default=6, help='timed frames per size (after one warm-up frame)')
-    parser.add_argument('--weights', type=Path, default=DEFAULT_MODEL, help='checkpoint for both sides')
+    parser.add_argument('--weights', type=Path, default=None,
+                        help=f'checkpoint for both sides (default: the bundled default as of {WEIGHTS_REV}, '
+                             f'which the reference revision can read)')
     parser.add_argument('--reference', default=REFERENCE_REV, help='git revision whose code is the reference')
     parser.add_argument('--no-onnx', action='store_true', help='skip the ONNX Runtime contender')
     parser.add_argument('--threads', type=int, default=2, help='torch / onnxruntime intra-op threads per process')
@@ -213,7 +233,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if shutil.which('git') is None:
         raise SystemExit('bench speed needs git (to unpack the reference revision)')
-    result = run_speed(_sizes(args.sizes), args.frames, Path(args.weights), args.reference, not args.no_onnx,
+    weights = Path(args.weights) if args.weights else None
+    result = run_speed(_sizes(args.sizes), args.frames, weights, args.reference, not args.no_onnx,
                        args.threads, args.memory_frames, _sizes(args.memory_size)[0])
     print('streaming step, side by side (CPU)\n' + format_table(result))
     if args.json:
