@@ -10,10 +10,11 @@
 # `--config tiny_cpu_sharp`: the same plus the sharp look of real camera rain, and stage 11,
 # `--config tiny_cpu_composite` on 8-frame clips: the composite look of NTURain's rain; stage 11b,
 # the same on larger crops, stage 12, that fine-tuned with real rain, and the default a blend of
-# the weights of stages 11, 11b and 12 (`rainmamba blend`). Stages 1-8
+# the weights of stages 11, 11b and 12 (`rainmamba blend`); stages 11-12 grow the detail head by
+# the aligned previous frame (session 18). Stages 1-8
 # take about 6.7 h on an idle 2-core CPU, stage 9 about 1 h (2,000 steps of 4 x 112² x 2 at about
-# 0.5-0.6 it/s), stage 10 about 52 min (1,800 steps), stage 11 about 23 min (2,400 steps of one
-# 8-frame clip), stage 11b about 44 min, stage 12 about 20 min
+# 0.5-0.6 it/s), stage 10 about 52 min (1,800 steps), stage 11 about 25-35 min (2,400 steps of one
+# 8-frame clip), stage 11b about 55 min, stage 12 about 21 min
 # (stage times in the model card); keep other CPU work off the machine meanwhile. Re-running the
 # script skips finished stages and resumes an interrupted one exactly from its last checkpoint.
 # The result is OUT_DIR/default_tiny.pt (the same file format as the bundled one).
@@ -72,17 +73,21 @@ stage stage10_sharp --config tiny_cpu_sharp model.init_from="$out/stage9_video/m
 # Stage 11: the dense, screen-blended 'composite' look measured on NTURain a2's residuals added to
 # the random looks (20 % of the clips' base looks), on clips of 8 frames (one per batch) so that most
 # of the loss falls on frames with a history: the model then leaves more of a sharp scene alone.
-stage stage11_composite --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
-    data.frames=8 data.batch=1 train.seed=17
+# From stage 11 on, the detail head also reads the previous frame moved onto the current one by
+# phase correlation, as its difference to it (detail_previous + detail_align: a pan leaves the
+# scene's lines out of that difference and the rain in it); its new inputs start at zero weights.
+aligned=(model.overrides.detail_previous=true model.overrides.detail_align=true)
+stage stage11_aligned --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
+    "${aligned[@]}" data.frames=8 data.batch=1 train.seed=17
 
 # Stage 11b: stage 11's recipe on larger crops (160² instead of 112²: more context for the global
-# scan, which runs over the whole frame at test time), from stage 10 again; about 44 min.
-stage stage11b_crop160 --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
-    data.frames=8 data.batch=1 data.crop=160 train.seed=17
+# scan, which runs over the whole frame at test time), from stage 10 again; about 55 min.
+stage stage11b_aligned --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
+    "${aligned[@]}" data.frames=8 data.batch=1 data.crop=160 train.seed=17
 # Stage 12: stage 11b fine-tuned with real rain (a quarter of the clips from real_rain_yard's first
-# 36 frames, self-supervised targets, the loss counting 0.1 outside the rain mask); about 20 min.
-stage stage12_real_rain --config tiny_cpu_composite model.init_from="$out/stage11b_crop160/model_final.pt" \
-    data.frames=8 data.batch=1 data.crop=160 train.seed=21 train.lr=1e-4 train.iterations=1000 \
+# 36 frames, self-supervised targets, the loss counting 0.1 outside the rain mask); about 21 min.
+stage stage12_aligned --config tiny_cpu_composite model.init_from="$out/stage11b_aligned/model_final.pt" \
+    "${aligned[@]}" data.frames=8 data.batch=1 data.crop=160 train.seed=21 train.lr=1e-4 train.iterations=1000 \
     "data.options.real_roots=[${RAINMAMBA_SHARED:-/work/shared}/data/real_rain_yard]" data.options.real_prob=0.25 \
     data.options.real_holdout=14 data.options.real_outside_weight=0.1
 # The default is a blend of weights (a "model soup": every part descends from stage 10): stage 12
@@ -99,8 +104,8 @@ blend() {
         "${cmd[@]}"
     fi
 }
-blend "$out/stage11b_crop160/model_final.pt" "$out/stage12_real_rain/model_final.pt" 0.3 "$out/crop160_real_blend.pt"
-blend "$out/stage11_composite/model_final.pt" "$out/crop160_real_blend.pt" 0.5 "$out/default_tiny.pt"
+blend "$out/stage11b_aligned/model_final.pt" "$out/stage12_aligned/model_final.pt" 0.3 "$out/crop160_real_blend.pt"
+blend "$out/stage11_aligned/model_final.pt" "$out/crop160_real_blend.pt" 0.5 "$out/default_tiny.pt"
 if [ "${DRY_RUN:-0}" != 1 ]; then
     echo "[train_default] wrote $out/default_tiny.pt; evaluate it with:"
     echo "  $run eval --suite generalisation --model $out/default_tiny.pt --out out/eval/suite"
