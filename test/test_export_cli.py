@@ -51,6 +51,17 @@ def test_info_describes_checkpoint_state_layout(tmp_path: Path, capsys: pytest.C
     assert info['model_hash'].startswith('sha256:') and info['causal'] is True
 
 
+def test_info_names_what_the_detail_head_reads(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = tmp_path / 'aligned.pt'
+    RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True)).save_checkpoint(ckpt)
+    assert info_cli.run(_parse(info_cli, [str(ckpt), '--height', '40', '--width', '56'])) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith('config'))
+    assert 'detail_channels=8 detail_previous=True detail_align=True' in line, line
+    RainMamba(RainMambaConfig.tiny()).save_checkpoint(ckpt)
+    assert info_cli.run(_parse(info_cli, [str(ckpt), '--height', '40', '--width', '56'])) == 0
+    assert 'detail' not in next(x for x in capsys.readouterr().out.splitlines() if x.startswith('config'))
+
+
 def test_info_refuses_onnx_without_sidecar(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / 'm.onnx').write_bytes(b'')
     assert info_cli.run(_parse(info_cli, [str(tmp_path / 'm.onnx')])) == 2
