@@ -1,4 +1,5 @@
-"""Stepping a causal model through a clip, for the tests that compare it with the whole-clip forward."""
+"""Stepping a causal model through a clip, for the tests that compare it with the whole-clip forward,
+and a copy of a model blind to the previous frame its detail head reads."""
 from __future__ import annotations
 
 import torch
@@ -21,3 +22,13 @@ def stream_rel_error(model, clip: torch.Tensor) -> float:
         full = model(clip)
     stepped, _ = step_all(model, clip)
     return ((stepped - full).norm() / full.norm()).item()
+
+
+def blind_to_previous(model):
+    """A copy of a ``detail_previous`` model whose detail head ignores the previous frame (the first
+    conv's weights on those three input channels zeroed): what the head owes to that input."""
+    blind = type(model)(model.config).eval()
+    blind.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        blind.detail.body[0].weight[:, -3:] = 0
+    return blind

@@ -102,6 +102,7 @@ def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path) ->
     # detail_align: the graph computes the phase correlation by matrix products (ONNX has no FFT
     # the exporter reaches) and must follow torch's FFT over a panning clip (same bounds as above)
     import torch.nn.functional as F
+    from stream_helpers import blind_to_previous
 
     from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
     torch.manual_seed(0)
@@ -112,10 +113,7 @@ def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path) ->
     graph = make_onnx_backend(tmp_path / 'align.pt', device='cpu', cache_dir=tmp_path / 'cache').graph('step', 48, 64)
     coarse = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(4))
     scene = F.interpolate(coarse, size=(120, 160), mode='bicubic', align_corners=False).clamp(0, 1)
-    blind = RainMamba(model.config).eval()
-    blind.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        blind.detail.body[0].weight[:, -3:] = 0
+    blind = blind_to_previous(model)
     state, blind_state = model.init_state(1, 48, 64), blind.init_state(1, 48, 64)
     feeds = {f'state.{k}': v.numpy() for k, v in state.items()}
     worst = cue = 0.0

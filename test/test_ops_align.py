@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from stream_helpers import stream_rel_error
+from stream_helpers import blind_to_previous, stream_rel_error
 
 from rainmamba_core.models.config import LATE_KEYS, ConfigError
 from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
@@ -145,10 +145,7 @@ def test_an_aligned_head_sees_only_what_the_pan_does_not_explain() -> None:
     """Frame 1 is frame 0 panned: the head's input is (nearly) zero there, so the output equals that
     of a model blind to the previous frame; a new bright line in frame 1 changes it."""
     model = _aligned_model(12)
-    blind = RainMamba(model.config).eval()
-    blind.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        blind.detail.body[0].weight[:, -3:] = 0
+    blind = blind_to_previous(model)
     big = _scene(4, 120, 150)
     panned = torch.stack([big[..., 20:84, 20:116], big[..., 17:81, 24:120]], 1)   # (1, 2, 3, 64, 96)
     with torch.no_grad():

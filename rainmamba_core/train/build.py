@@ -44,11 +44,13 @@ def build_model(cfg: TrainConfig) -> nn.Module:
         path = DEFAULT_MODEL if cfg.model.init_from == 'default' else expand_path(cfg.model.init_from)
         source = RainMamba.from_checkpoint(path)
         for key in TEMPORAL_INPUTS:  # what the head reads is kept unless the run says otherwise
-            if getattr(source.config, key) and key not in overrides:
+            if not getattr(source.config, key):
+                continue
+            if key not in overrides:
                 overrides[key] = True
                 log.info('model.init_from %s has %s=True: kept (its head\'s trained weights read that input)',
                          cfg.model.init_from, key)
-            elif getattr(source.config, key) and not overrides[key]:
+            elif not overrides[key]:
                 raise TrainError(f'model.init_from {cfg.model.init_from} has {key}=True and '
                                  f'model.overrides.{key}=false asks to drop it: a trained head cannot lose '
                                  f'inputs; leave the key out to keep it')
