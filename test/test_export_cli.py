@@ -53,10 +53,11 @@ def test_info_describes_checkpoint_state_layout(tmp_path: Path, capsys: pytest.C
 
 def test_info_names_what_the_detail_head_reads(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ckpt = tmp_path / 'aligned.pt'
-    RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True)).save_checkpoint(ckpt)
+    RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True,
+                                   detail_context=2)).save_checkpoint(ckpt)
     assert info_cli.run(_parse(info_cli, [str(ckpt), '--height', '40', '--width', '56'])) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith('config'))
-    assert 'detail_channels=8 detail_previous=True detail_align=True' in line, line
+    assert 'detail_channels=8 detail_previous=True detail_align=True detail_context=2' in line, line
     RainMamba(RainMambaConfig.tiny()).save_checkpoint(ckpt)
     assert info_cli.run(_parse(info_cli, [str(ckpt), '--height', '40', '--width', '56'])) == 0
     assert 'detail' not in next(x for x in capsys.readouterr().out.splitlines() if x.startswith('config'))

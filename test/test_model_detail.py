@@ -236,3 +236,63 @@ def test_checkpoint_config_leaves_out_late_keys_at_their_default(tmp_path: Path)
     stored = torch.load(path, weights_only=True)['config']
     assert 'detail_previous' not in stored
     assert RainMamba.from_checkpoint(path).config == plain
+
+
+def test_detail_context_is_checked() -> None:
+    with pytest.raises(ConfigError, match='detail_context must be >= 0'):
+        RainMambaConfig.tiny(detail_channels=8, detail_context=-1)
+    with pytest.raises(ConfigError, match='detail_context widens the detail head: it needs detail_channels'):
+        RainMambaConfig.tiny(detail_context=4)
+    assert 'detail_context' not in RainMambaConfig.tiny(detail_channels=8).to_dict()  # a late key
+
+
+def _head_reach(model: RainMamba, size: int = 41) -> int:
+    """How far (pixels, Chebyshev) from the centre an input pixel still changes the head's centre output."""
+    head = model.detail
+    frames = torch.zeros(1, 1, 3, size, size, requires_grad=True)
+    feats = torch.zeros(1, 1, model.conv_last.in_channels, size, size)
+    out = head(feats, frames)
+    out[0, 0, :, size // 2, size // 2].sum().backward()
+    ys, xs = (frames.grad[0, 0].abs().sum(0) > 0).nonzero(as_tuple=True)
+    return int(torch.maximum((ys - size // 2).abs(), (xs - size // 2).abs()).max())
+
+
+def test_a_context_block_widens_what_the_head_sees() -> None:
+    """Three 3x3 convs see 3 pixels each way; two more dilated by 4 add 8 (the block's claim: a
+    streak ends within the plain head's view, a mullion or a pole runs on beyond it)."""
+    torch.manual_seed(10)
+    plain = RainMamba(RainMambaConfig.tiny(detail_channels=8))
+    wide = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_context=4))
+    for model in (plain, wide):
+        for p in model.detail.parameters():
+            torch.nn.init.normal_(p, std=0.2)   # a trained head (the zero-initialised convs pass nothing)
+    assert _head_reach(plain) == 3
+    assert _head_reach(wide) == 3 + 2 * 4
+
+
+def test_growing_a_head_by_a_context_block_keeps_the_output_and_streams(tmp_path: Path) -> None:
+    torch.manual_seed(11)
+    source = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True)).eval()
+    torch.nn.init.normal_(source.detail.out.weight, std=0.05)   # a trained head
+    source.save_checkpoint(tmp_path / 'aligned.pt')
+    cfg = _cfg(tmp_path / 'aligned.pt', 8)
+    cfg.model.overrides['detail_context'] = 3
+    grown = build_model(cfg).eval()
+    assert grown.config.detail_context == 3 and grown.config.detail_align  # what the head reads is kept
+    clip = torch.rand(1, 3, 3, 40, 48)
+    with torch.no_grad():
+        assert torch.equal(grown(clip), source(clip))   # an identity block: the same sums
+    (grown(clip) - clip.flip(-1)).abs().mean().backward()
+    assert grown.detail.context[2].weight.grad.abs().sum() > 0   # the block's last conv learns at step 1
+    torch.nn.init.normal_(grown.detail.context[2].weight, std=0.05)
+    # the block is per frame: streaming equals the whole clip (bound and reason as the other stream tests)
+    assert stream_rel_error(grown, torch.rand(1, 4, 3, 50, 66)) <= 1e-5
+    grown.save_checkpoint(tmp_path / 'grown.pt')
+    again = build_model(_cfg(tmp_path / 'grown.pt', 8)).eval()   # a run from it keeps the block
+    assert again.config.detail_context == 3
+    with torch.no_grad():
+        assert torch.equal(again(clip), grown(clip))
+    with pytest.raises(CheckpointError, match='unexpected keys'):   # a model without the block refuses it
+        RainMamba.from_checkpoint(tmp_path / 'grown.pt',
+                                  config=RainMambaConfig.tiny(detail_channels=8, detail_previous=True,
+                                                              detail_align=True))

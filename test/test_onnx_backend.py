@@ -98,6 +98,21 @@ def test_a_head_that_sees_the_previous_frame_exports_with_its_carried_frame(tmp_
     assert worst_out <= RTOL and worst_state <= STATE_RTOL
 
 
+def test_a_head_with_a_context_block_exports(tmp_path: Path) -> None:
+    # detail_context: two dilated convs in the head; ORT must follow torch with the block doing
+    # something (same bounds as above)
+    from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
+    torch.manual_seed(0)
+    model = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_context=4)).eval()
+    torch.nn.init.normal_(model.detail.out.weight, std=0.05)           # a head that contributes,
+    torch.nn.init.normal_(model.detail.context[2].weight, std=0.05)    # through its context block
+    model.save_checkpoint(tmp_path / 'ctx.pt')
+    h, w = SIZES[1]
+    graph = make_onnx_backend(tmp_path / 'ctx.pt', device='cpu', cache_dir=tmp_path / 'cache').graph('step', h, w)
+    worst_out, worst_state, _, _ = _carried_steps(graph, model, h, w, 4, 2)
+    assert worst_out <= RTOL and worst_state <= STATE_RTOL
+
+
 def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path) -> None:
     # detail_align: the graph computes the phase correlation by matrix products (ONNX has no FFT
     # the exporter reaches) and must follow torch's FFT over a panning clip (same bounds as above)

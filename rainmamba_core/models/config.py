@@ -13,7 +13,7 @@ class ConfigError(RainMambaError, ValueError):
 
 
 # Config keys added after the first release, with the default that leaves the network as it was.
-LATE_KEYS: dict[str, Any] = {'detail_previous': False, 'detail_align': False}
+LATE_KEYS: dict[str, Any] = {'detail_previous': False, 'detail_align': False, 'detail_context': 0}
 
 
 @dataclass
@@ -34,6 +34,7 @@ class RainMambaConfig:
     detail_channels: int = 0           # full-resolution detail head that sees the input frame (0: none, official)
     detail_previous: bool = False      # the detail head also sees the previous input frame (carried when streaming)
     detail_align: bool = False         # ... moved onto the current frame (phase correlation), as its difference to it
+    detail_context: int = 0            # dilation of a residual block in the detail head that widens its view (0: none)
     pad_multiple: int = 8              # H and W are padded (mirror) up to a multiple of this
     window: int = 5                    # frames per clip the model was trained on (windowed mode)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (not used by the network)
@@ -57,6 +58,10 @@ class RainMambaConfig:
         if self.detail_align and not self.detail_previous:
             raise ConfigError('detail_align aligns the previous frame the detail head sees: it needs '
                               'detail_previous=True')
+        if self.detail_context < 0:
+            raise ConfigError(f'detail_context must be >= 0 (0: no context block), got {self.detail_context}')
+        if self.detail_context and not self.detail_channels:
+            raise ConfigError('detail_context widens the detail head: it needs detail_channels > 0')
         for name in ('num_features', 'd_state', 'd_conv', 'expand', 'window'):
             if getattr(self, name) < 1:
                 raise ConfigError(f'{name} must be >= 1, got {getattr(self, name)}')

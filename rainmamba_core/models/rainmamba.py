@@ -139,7 +139,8 @@ class RainMamba(nn.Module):
         # blur out of the features; the detail head looks at the input frame itself at full resolution.
         # With detail_previous it also sees the previous input frame: a thin line there in both
         # frames (within the head's 7x7 reach) is scene, one there only now is likely rain.
-        self.detail = (DetailHead(dc // 8, cfg.detail_channels, previous=cfg.detail_previous)
+        self.detail = (DetailHead(dc // 8, cfg.detail_channels, previous=cfg.detail_previous,
+                                  context=cfg.detail_context)
                        if cfg.detail_channels else None)
 
         def pair(name: str, dim: int) -> list[str]:
@@ -436,7 +437,8 @@ def _config_summary(cfg: RainMambaConfig) -> str:
             f'blocks=({cfg.blocks_high1},{cfg.blocks_low},{cfg.blocks_high2}), causal={cfg.causal}'
             + (f', detail_channels={cfg.detail_channels}' if cfg.detail_channels else '')
             + (', detail_previous=True' if cfg.detail_previous else '')
-            + (', detail_align=True' if cfg.detail_align else ''))
+            + (', detail_align=True' if cfg.detail_align else '')
+            + (f', detail_context={cfg.detail_context}' if cfg.detail_context else ''))
 
 
 def read_checkpoint(path: str | os.PathLike, map_location='cpu') -> tuple[dict[str, torch.Tensor],

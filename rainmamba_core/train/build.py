@@ -54,6 +54,8 @@ def build_model(cfg: TrainConfig) -> nn.Module:
                 raise TrainError(f'model.init_from {cfg.model.init_from} has {key}=True and '
                                  f'model.overrides.{key}=false asks to drop it: a trained head cannot lose '
                                  f'inputs; leave the key out to keep it')
+        if source.config.detail_context and 'detail_context' not in overrides:
+            overrides['detail_context'] = source.config.detail_context  # its trained block is kept
     preset = RainMambaConfig.tiny if cfg.model.preset == 'tiny' else RainMambaConfig.official
     try:
         model_cfg = preset(**overrides)
@@ -80,6 +82,12 @@ def build_model(cfg: TrainConfig) -> nn.Module:
             log.info('model.init_from %s: widening its detail head from %d to %d channels (the new '
                      'channels start with zero output weights: the output is unchanged at the start)',
                      cfg.model.init_from, source.detail.out.in_channels, model.detail.out.in_channels)
+        if model.config.detail_context and source.detail is not None and not source.config.detail_context:
+            fresh = {k: v for k, v in model.state_dict().items() if k.startswith('detail.context.')}
+            weights.update(fresh)
+            log.info('model.init_from %s: adding a context block (dilation %d) to its detail head (%d parameters; '
+                     'its last conv starts at zero: the output is unchanged at the start)', cfg.model.init_from,
+                     model.config.detail_context, sum(v.numel() for v in fresh.values()))
         src_cfg, dst_cfg = source.config, model.config
         depths = ('blocks_high1', 'blocks_low', 'blocks_high2')
         if any(getattr(dst_cfg, d) > getattr(src_cfg, d) for d in depths):
