@@ -15,7 +15,7 @@ class DetailHead(nn.Module):
     Two 3x3 conv + GELU layers over [features, frame], then a 3x3 conv to RGB whose weights start at
     zero, so adding the head to a trained model leaves its output unchanged until fine-tuning moves it.
     With ``context=d`` (> 0) a residual block of two 3x3 convs dilated by d runs between them: the
-    head then sees 7 + 8d pixels instead of 7, enough to follow a thin line beyond a streak's length
+    head then sees a window 7 + 4d pixels wide instead of 7, enough to follow a thin line beyond a streak's length
     (a window mullion or a pole runs on, a streak ends); its second conv starts at zero, so the
     block is an identity until trained.
     Per frame (no temporal state), so streaming and export are unaffected; with ``previous=True``
