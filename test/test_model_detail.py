@@ -292,6 +292,12 @@ def test_growing_a_head_by_a_context_block_keeps_the_output_and_streams(tmp_path
     assert again.config.detail_context == 3
     with torch.no_grad():
         assert torch.equal(again(clip), grown(clip))
+    from rainmamba_core.errors import RainMambaError
+    for other in (0, 4):   # another dilation has the same shapes: refused, not loaded silently
+        cfg = _cfg(tmp_path / 'grown.pt', 8)
+        cfg.model.overrides['detail_context'] = other
+        with pytest.raises(RainMambaError, match=f'detail_context=3 and model.overrides.detail_context={other}'):
+            build_model(cfg)
     with pytest.raises(CheckpointError, match='unexpected keys'):   # a model without the block refuses it
         RainMamba.from_checkpoint(tmp_path / 'grown.pt',
                                   config=RainMambaConfig.tiny(detail_channels=8, detail_previous=True,

@@ -54,8 +54,12 @@ def build_model(cfg: TrainConfig) -> nn.Module:
                 raise TrainError(f'model.init_from {cfg.model.init_from} has {key}=True and '
                                  f'model.overrides.{key}=false asks to drop it: a trained head cannot lose '
                                  f'inputs; leave the key out to keep it')
-        if source.config.detail_context and 'detail_context' not in overrides:
-            overrides['detail_context'] = source.config.detail_context  # its trained block is kept
+        trained = source.config.detail_context
+        if trained and overrides.setdefault('detail_context', trained) != trained:  # its trained block is kept
+            # the same shapes at any dilation: another one would load silently and mean something else
+            raise TrainError(f'model.init_from {cfg.model.init_from} has detail_context={trained} and '
+                             f'model.overrides.detail_context={overrides["detail_context"]} asks for another: '
+                             f'its trained block was trained at that dilation; leave the key out to keep it')
     preset = RainMambaConfig.tiny if cfg.model.preset == 'tiny' else RainMambaConfig.official
     try:
         model_cfg = preset(**overrides)
