@@ -32,6 +32,10 @@ consecutive frames and renders rain on them on the fly:
 * **real rain** (optional): with probability ``real_prob`` the clip is *real* rainy video with
   a target made from the video itself (rain is transient, the scene is not:
   :mod:`~rainmamba_core.data.real_rain`), so the model meets a camera's own rain;
+* **procedural scenes** (optional): with probability ``procedural_prob`` the clip is a new
+  procedural scene (dead-leaves texture, facades with window grids and rails, poles, foliage;
+  :mod:`~rainmamba_core.data.procedural`) with simulated camera motion: scene variety that seven
+  videos and 75 stills do not have;
 * **stills** (optional): with probability ``still_prob`` the clip is a still with simulated camera
   motion instead (CamVid/CARLA/procedural scenes), for variety of scenes; with probability
   ``scene_streak_prob`` a still gets rain-like streaks painted into the scene itself (kept in the
@@ -58,6 +62,7 @@ from torch.utils.data import Dataset
 
 from .clips import CameraMotion, builtin_scene, list_images, natural_key, read_image, resize_to, still_to_clip
 from .datasets import BUILTIN_SEED0, DatasetError, _global_rng, to_tensor_clip
+from .procedural import procedural_scene
 from .rain_realism import apply_camera, random_camera, random_rain
 from .real_rain import RealRainClips
 from .synthetic_rain import RainGenerator, RainParams
@@ -135,6 +140,10 @@ class VideoRainDataset(Dataset):
             transient", not "no rain": faint streaks and haze are left in it. Below 1, items carry
             a ``weight`` (T, 1, h, w) map (ones on synthetic clips) and the trainer pulls each
             pixel towards its target by that share.
+        procedural_prob: share of training clips made from a new procedural scene (texture,
+            facades, thin structure: :func:`~rainmamba_core.data.procedural.procedural_scene`)
+            with simulated camera motion, for scene variety beyond the footage. 0: none, and no
+            random numbers are drawn.
     """
 
     def __init__(self, video_roots: Sequence[str | Path], frames: int = 4, crop: int | None = 128,
@@ -150,7 +159,7 @@ class VideoRainDataset(Dataset):
                  scene_streak_prob: float = 0.0, rot90_prob: float = 0.0,
                  sharpen: Sequence[float] = (0.5, 1.5), sharpen_prob: float = 0.0,
                  real_roots: Sequence[str | Path] = (), real_prob: float = 0.0, real_holdout: int = 0,
-                 real_outside_weight: float = 1.0) -> None:
+                 real_outside_weight: float = 1.0, procedural_prob: float = 0.0) -> None:
         if isinstance(video_roots, (str, Path)):
             video_roots = [video_roots]
         videos = find_videos(video_roots)
@@ -196,6 +205,9 @@ class VideoRainDataset(Dataset):
         if not 0.0 <= real_outside_weight <= 1.0:
             raise DatasetError(f'real_outside_weight={real_outside_weight}: expected 0 <= weight <= 1')
         self.real_outside_weight = float(real_outside_weight)
+        if not 0.0 <= procedural_prob <= 1.0:
+            raise DatasetError(f'procedural_prob={procedural_prob}: expected 0 <= procedural_prob <= 1')
+        self.procedural_prob = float(procedural_prob)
         self.real = RealRainClips(real_roots, holdout=real_holdout) if train and real_prob > 0 else None
         self.videos, self.frames, self.crop, self.train = videos, frames, crop, train
         self.stride, self.eval_stride = (lo, hi), eval_stride
@@ -263,6 +275,14 @@ class VideoRainDataset(Dataset):
         motion = CameraMotion(pan=float(rng.uniform(1, 12)), shake=float(rng.uniform(0.5, 3)))
         return name, still_to_clip(img, self.frames, (side, side), rng, motion, fov=(0.35, 0.9))
 
+    def _procedural_clip(self, rng: np.random.Generator, side: int) -> np.ndarray:
+        # the scene is drawn at about twice the crop, and the camera sees 45-90 % of it: its
+        # one-pixel lines and bars stay about one pixel wide in the clip (a still of 480 px would
+        # be shrunk 1.1-2.9 times and lose them)
+        scene = procedural_scene(2 * side, int(2.5 * side), rng)
+        motion = CameraMotion(pan=float(rng.uniform(1, 12)), shake=float(rng.uniform(0.5, 3)))
+        return still_to_clip(scene, self.frames, (side, side), rng, motion, fov=(0.45, 0.9))
+
     # ------------------------------------------------------------------ items
     def render(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
         """Item ``index`` drawn from ``rng``."""
@@ -272,7 +292,9 @@ class VideoRainDataset(Dataset):
             return self._real_item(index, rng)
         if self.train:
             side = int(self.crop or 128)
-            if self.still_prob > 0 and rng.random() < self.still_prob:
+            if self.procedural_prob > 0 and rng.random() < self.procedural_prob:
+                name, clean = 'procedural', self._procedural_clip(rng, side)
+            elif self.still_prob > 0 and rng.random() < self.still_prob:
                 name, clean = self._still_clip(rng, side)
             else:
                 stride = int(rng.integers(self.stride[0], self.stride[1] + 1))

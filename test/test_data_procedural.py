@@ -1,0 +1,76 @@
+"""Procedural training scenes: reproducible, varied, with thin structure, and wired into VideoRainDataset."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from rainmamba_core.data.clips import write_image
+from rainmamba_core.data.datasets import DatasetError
+from rainmamba_core.data.procedural import procedural_scene
+from rainmamba_core.data.video_rain import VideoRainDataset
+from rainmamba_core.eval.suite import thin_line_energy
+
+
+def test_a_scene_is_reproducible_from_the_generator_state() -> None:
+    a = procedural_scene(96, 128, np.random.default_rng(3))
+    b = procedural_scene(96, 128, np.random.default_rng(3))
+    c = procedural_scene(96, 128, np.random.default_rng(4))
+    assert a.shape == (96, 128, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert np.abs(a.astype(int) - c).mean() > 5, 'another seed should give another scene'
+
+
+def test_scenes_vary_in_exposure_and_carry_texture_and_thin_lines() -> None:
+    rng = np.random.default_rng(0)
+    scenes = [procedural_scene(120, 160, rng) for _ in range(12)]
+    means = np.array([s.mean() for s in scenes])
+    # the exposure draw runs from dim to washed out: the scenes' mean grey levels spread widely
+    assert means.std() > 15, f'mean grey levels {np.round(means)} barely vary'
+    assert means.min() < 110 < means.max()
+    lap = [np.abs(cv2.Laplacian(cv2.cvtColor(s, cv2.COLOR_RGB2GRAY), cv2.CV_32F)).mean() for s in scenes]
+    assert min(lap) > 1.0, f'a scene without texture (mean |Laplacian| {min(lap):.2f})'
+    # thin lines brighter than their surroundings (rails, mullions, poles): most scenes have some
+    assert sum(thin_line_energy(s[None]) > 0 for s in scenes) >= 9
+
+
+def test_a_too_small_scene_is_refused() -> None:
+    with pytest.raises(DatasetError, match='at least 32x32'):
+        procedural_scene(16, 64, np.random.default_rng(0))
+
+
+@pytest.fixture
+def videos(tmp_path: Path) -> Path:
+    for k in range(12):
+        write_image(tmp_path / 'v' / 'road' / f'{k:05d}.png', np.full((40, 64, 3), 90 + k, np.uint8))
+    return tmp_path / 'v'
+
+
+def test_the_dataset_makes_moving_procedural_clips_with_rain(videos: Path) -> None:
+    ds = VideoRainDataset([videos], frames=4, crop=64, split='all', procedural_prob=1.0, clean_prob=0.0,
+                          camera=False, bases={'moderate': 1.0})
+    np.random.seed(1)
+    item = ds[0]
+    assert item['key'].startswith('procedural/')
+    gt, lq = item['gt'].numpy(), item['lq'].numpy()
+    assert gt.shape == (4, 3, 64, 64)
+    assert np.abs(gt[0] - gt[-1]).mean() > 0.005, 'the simulated camera should move over the scene'
+    assert np.abs(lq - gt).max() > 0.1, 'the rain should be rendered over the scene'
+    # the scene is drawn at about twice the crop, so its one-pixel lines survive into the clip
+    frames = (gt.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
+    assert thin_line_energy(frames) > 0
+
+
+def test_procedural_prob_zero_leaves_the_items_as_they_were(videos: Path) -> None:
+    def item(**kw):
+        ds = VideoRainDataset([videos], frames=3, crop=32, split='all', camera=False, **kw)
+        np.random.seed(5)
+        return ds[0]
+    before, zero = item(), item(procedural_prob=0.0)
+    assert before['key'] == zero['key']
+    assert np.array_equal(before['lq'].numpy(), zero['lq'].numpy())
+    assert np.array_equal(before['gt'].numpy(), zero['gt'].numpy())
+    with pytest.raises(DatasetError, match='procedural_prob'):
+        VideoRainDataset([videos], procedural_prob=1.2)
