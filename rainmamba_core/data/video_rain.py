@@ -276,9 +276,9 @@ class VideoRainDataset(Dataset):
         return name, still_to_clip(img, self.frames, (side, side), rng, motion, fov=(0.35, 0.9))
 
     def _procedural_clip(self, rng: np.random.Generator, side: int) -> np.ndarray:
-        # the scene is drawn at about twice the crop, and the camera sees 45-90 % of it: its
-        # one-pixel lines and bars stay about one pixel wide in the clip (a still of 480 px would
-        # be shrunk 1.1-2.9 times and lose them)
+        # the scene is drawn at about twice the crop and the camera sees 45-90 % of it, so it is
+        # shrunk 0.9-1.8 times and its one-pixel lines and bars stay visible in the clip (a still
+        # of 480 px is shrunk 1.1-2.9 times, and such lines fade into their surroundings)
         scene = procedural_scene(2 * side, int(2.5 * side), rng)
         motion = CameraMotion(pan=float(rng.uniform(1, 12)), shake=float(rng.uniform(0.5, 3)))
         return still_to_clip(scene, self.frames, (side, side), rng, motion, fov=(0.45, 0.9))
