@@ -271,17 +271,20 @@ class VideoRainDataset(Dataset):
             img = resize_to(img, (round(img.shape[0] * f), round(img.shape[1] * f)))
         if self.scene_streak_prob > 0 and rng.random() < self.scene_streak_prob:
             img = scene_streaks(img, rng, self.bases)
+        return name, self._camera_clip(img, rng, side, (0.35, 0.9))
+
+    def _camera_clip(self, img: np.ndarray, rng: np.random.Generator, side: int,
+                     fov: tuple[float, float]) -> np.ndarray:
+        """A clip of a virtual camera moving over one image (stills and procedural scenes)."""
         # fast motion too: the real videos' strides cover the rest
         motion = CameraMotion(pan=float(rng.uniform(1, 12)), shake=float(rng.uniform(0.5, 3)))
-        return name, still_to_clip(img, self.frames, (side, side), rng, motion, fov=(0.35, 0.9))
+        return still_to_clip(img, self.frames, (side, side), rng, motion, fov=fov)
 
     def _procedural_clip(self, rng: np.random.Generator, side: int) -> np.ndarray:
         # the scene is drawn at about twice the crop and the camera sees 45-90 % of it, so it is
         # shrunk 0.9-1.8 times and its one-pixel lines and bars stay visible in the clip (a still
         # of 480 px is shrunk 1.1-2.9 times, and such lines fade into their surroundings)
-        scene = procedural_scene(2 * side, int(2.5 * side), rng)
-        motion = CameraMotion(pan=float(rng.uniform(1, 12)), shake=float(rng.uniform(0.5, 3)))
-        return still_to_clip(scene, self.frames, (side, side), rng, motion, fov=(0.45, 0.9))
+        return self._camera_clip(procedural_scene(2 * side, int(2.5 * side), rng), rng, side, (0.45, 0.9))
 
     # ------------------------------------------------------------------ items
     def render(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
