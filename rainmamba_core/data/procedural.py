@@ -9,11 +9,11 @@ rain). :func:`procedural_scene` draws a new scene from a generator every time, i
 "dead leaves" images (random occluding shapes with power-law sizes, the statistics of natural
 images) with the structures a street camera sees added on top:
 
-* **dead leaves**: a few hundred shapes (rectangles, rotated boxes, ellipses, triangles), sizes
+* **dead leaves**: 60-220 shapes (rectangles, rotated boxes, ellipses, triangles), sizes
   drawn from a power law, colours from a small per-scene palette, each filled flat, shaded or with
   texture at one of three scales;
-* **facades** (most scenes): window grids with frames, mullions and balcony rails (thin bars a
-  few pixels apart), light or dark;
+* **facades** (about half the scenes, one or two): window grids with frames, mullions and
+  balcony rails (thin bars a few pixels apart), light or dark;
 * **thin structure**: poles, posts and wires, mostly upright, light or dark, 1-4 px wide;
 * **foliage** (some scenes): clusters of small leaf blobs and thin fronds;
 * **exposure**: a per-scene tone curve from dim to bright and washed out, then a little optical
@@ -75,9 +75,10 @@ def _dead_leaves(rng: np.random.Generator, h: int, w: int, palette: np.ndarray) 
     fields = [_noise_field(rng, h, w, s) for s in (0.6, 2.0, 6.0)]
     which = rng.integers(len(fields), size=n + 1)
     amp = np.where(rng.random(n + 1) < 0.6, rng.uniform(2, 30, n + 1), 0.0)
+    field_of = which[ids]  # which texture field each pixel takes (looked up once)
     tex = np.zeros((h, w), np.float32)
     for k, f in enumerate(fields):
-        sel = which[ids] == k
+        sel = field_of == k
         tex[sel] = f[sel]
     img = colour[ids].astype(np.float32) + (amp[ids] * tex)[..., None]
     # shading: a coarse brightness ramp across the frame (sun, shadow)
