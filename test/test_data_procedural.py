@@ -74,3 +74,36 @@ def test_procedural_prob_zero_leaves_the_items_as_they_were(videos: Path) -> Non
     assert np.array_equal(before['gt'].numpy(), zero['gt'].numpy())
     with pytest.raises(DatasetError, match='procedural_prob'):
         VideoRainDataset([videos], procedural_prob=1.2)
+
+
+def _rain_strength(ds: VideoRainDataset, seeds: range) -> tuple[float, set[str]]:
+    """Mean |rainy - clean| over items drawn with numpy's global seeds, and the items' sources."""
+    diffs, sources = [], set()
+    for s in seeds:
+        np.random.seed(s)
+        item = ds[0]
+        sources.add(item['key'].split('/')[0])
+        diffs.append(float(np.abs(item['lq'].numpy() - item['gt'].numpy()).mean()))
+    return float(np.mean(diffs)), sources
+
+
+def test_procedural_clips_take_their_own_rain_looks(videos: Path) -> None:
+    def ds(procedural_prob: float, **kw) -> VideoRainDataset:
+        return VideoRainDataset([videos], frames=3, crop=48, split='all', camera=False, clean_prob=0.0,
+                                procedural_prob=procedural_prob, bases={'drizzle': 1.0}, **kw)
+    seeds = range(6)
+    drizzle, sources = _rain_strength(ds(1.0), seeds)
+    storm, _ = _rain_strength(ds(1.0, procedural_bases={'storm': 1.0}), seeds)
+    assert sources == {'procedural'}
+    # storm streaks are many times denser and brighter than drizzle's; 3x leaves room for the draws
+    assert storm > 3 * drizzle, (storm, drizzle)
+    # footage clips keep ``bases``: with no procedural clips the option changes nothing
+    np.random.seed(3)
+    plain = ds(0.0)[0]
+    np.random.seed(3)
+    other = ds(0.0, procedural_bases={'storm': 1.0})[0]
+    assert np.array_equal(plain['lq'].numpy(), other['lq'].numpy())
+    with pytest.raises(DatasetError, match='procedural_bases'):
+        VideoRainDataset([videos], procedural_bases={'storm': -1.0})
+    with pytest.raises(Exception, match='unknown rain preset'):
+        VideoRainDataset([videos], procedural_bases={'hail': 1.0})

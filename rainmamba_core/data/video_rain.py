@@ -35,7 +35,7 @@ consecutive frames and renders rain on them on the fly:
 * **procedural scenes** (optional): with probability ``procedural_prob`` the clip is a new
   procedural scene (dead-leaves texture, facades with window grids and rails, poles, foliage;
   :mod:`~rainmamba_core.data.procedural`) with simulated camera motion: scene variety that seven
-  videos and 75 stills do not have;
+  videos and 75 stills do not have; ``procedural_bases`` gives them rain looks of their own;
 * **stills** (optional): with probability ``still_prob`` the clip is a still with simulated camera
   motion instead (CamVid/CARLA/procedural scenes), for variety of scenes; with probability
   ``scene_streak_prob`` a still gets rain-like streaks painted into the scene itself (kept in the
@@ -144,6 +144,9 @@ class VideoRainDataset(Dataset):
             facades, thin structure: :func:`~rainmamba_core.data.procedural.procedural_scene`)
             with simulated camera motion, for scene variety beyond the footage. 0: none, and no
             random numbers are drawn.
+        procedural_bases: the rain looks drawn for procedural clips (weights by preset name, as
+            ``bases``); None: the same looks as every other clip. NTURain a2's looks (composite,
+            nturain, sharp) over procedural facades are what moved a2 (model card, "Tried" (38)).
     """
 
     def __init__(self, video_roots: Sequence[str | Path], frames: int = 4, crop: int | None = 128,
@@ -159,7 +162,8 @@ class VideoRainDataset(Dataset):
                  scene_streak_prob: float = 0.0, rot90_prob: float = 0.0,
                  sharpen: Sequence[float] = (0.5, 1.5), sharpen_prob: float = 0.0,
                  real_roots: Sequence[str | Path] = (), real_prob: float = 0.0, real_holdout: int = 0,
-                 real_outside_weight: float = 1.0, procedural_prob: float = 0.0) -> None:
+                 real_outside_weight: float = 1.0, procedural_prob: float = 0.0,
+                 procedural_bases: dict[str, float] | None = None) -> None:
         if isinstance(video_roots, (str, Path)):
             video_roots = [video_roots]
         videos = find_videos(video_roots)
@@ -177,11 +181,13 @@ class VideoRainDataset(Dataset):
             raise DatasetError(f'stride={tuple(stride)}: expected 1 <= lo <= hi')
         if frames < 1 or eval_stride < 1:
             raise DatasetError(f'frames={frames}, eval_stride={eval_stride}: expected >= 1')
-        for name in list(presets or ()) + list(bases or ()):
+        for name in list(presets or ()) + list(bases or ()) + list(procedural_bases or ()):
             RainParams.preset(name)  # fail early on a typo
-        if bases is not None and (min(bases.values(), default=0) < 0 or sum(bases.values()) <= 0):
-            raise DatasetError(f'bases={bases}: expected non-negative weights with a positive sum')
+        for label, table in (('bases', bases), ('procedural_bases', procedural_bases)):
+            if table is not None and (min(table.values(), default=0) < 0 or sum(table.values()) <= 0):
+                raise DatasetError(f'{label}={table}: expected non-negative weights with a positive sum')
         self.bases = dict(bases) if bases else None
+        self.procedural_bases = dict(procedural_bases) if procedural_bases else None
         if not 0.0 <= gamma_prob <= 1.0 or len(gamma) != 2 or not 0 < float(gamma[0]) <= float(gamma[1]):
             raise DatasetError(f'gamma={tuple(gamma)}, gamma_prob={gamma_prob}: expected 0 < lo <= hi '
                                'and 0 <= gamma_prob <= 1')
@@ -328,7 +334,8 @@ class VideoRainDataset(Dataset):
         if self.train and rng.random() < self.clean_prob:
             look, lq = 'clean', clean.copy()
         else:
-            params = random_rain(rng, base=preset, bases=self.bases)
+            bases = self.procedural_bases if name == 'procedural' and self.procedural_bases else self.bases
+            params = random_rain(rng, base=preset, bases=bases)
             look = preset or 'random'
             lq = RainGenerator(params, int(rng.integers(2 ** 63 - 1))).render_clip(clean).rainy
         if self.camera:
