@@ -10,6 +10,7 @@ import pytest
 from rainmamba_core.data.clips import write_image
 from rainmamba_core.data.datasets import DatasetError
 from rainmamba_core.data.procedural import procedural_scene
+from rainmamba_core.data.synthetic_rain import RainError
 from rainmamba_core.data.video_rain import VideoRainDataset
 from rainmamba_core.eval.suite import thin_line_energy
 
@@ -105,5 +106,5 @@ def test_procedural_clips_take_their_own_rain_looks(videos: Path) -> None:
     assert np.array_equal(plain['lq'].numpy(), other['lq'].numpy())
     with pytest.raises(DatasetError, match='procedural_bases'):
         VideoRainDataset([videos], procedural_bases={'storm': -1.0})
-    with pytest.raises(Exception, match='unknown rain preset'):
+    with pytest.raises(RainError, match='unknown rain preset'):
         VideoRainDataset([videos], procedural_bases={'hail': 1.0})
