@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
 from rainmamba_core.train import checkpoint as ckpt
-from rainmamba_core.train.config import TrainConfig, config_from_dict
+from rainmamba_core.train.config import ConfigError, TrainConfig, config_from_dict
 from rainmamba_core.train.losses import charbonnier_loss
 from rainmamba_core.train.trainer import Trainer, TrainError, state_hash
 
@@ -268,3 +268,23 @@ def test_a_weight_map_scales_each_pixel_s_pull_towards_its_target(tmp_path: Path
     before = state_hash(still.raw_model)
     still.train_step({**batch, 'weight': torch.zeros(1, 2, 1, 32, 32)})
     assert state_hash(still.raw_model) == before
+
+
+def test_trainable_prefixes_freeze_the_rest_and_typos_are_refused(tmp_path: Path) -> None:
+    cfg = make_cfg(iterations=3, trainable=['detail.', 'conv_last.'])
+    cfg.model.overrides = {'detail_channels': 8}
+    trainer = Trainer(cfg, run_dir=tmp_path / 'run', train_set=ToyRain(), progress=False)
+    before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+    trainer.train()
+    after = trainer.raw_model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved, 'nothing trained'
+    assert all(k.startswith(('detail.', 'conv_last.')) for k in moved), sorted(moved)[:5]
+    assert any(k.startswith('detail.') for k in moved) and any(k.startswith('conv_last.') for k in moved)
+    # a prefix naming no parameter must not silently freeze the whole network
+    bad = make_cfg(trainable=['detial.'])
+    bad.model.overrides = {'detail_channels': 8}
+    with pytest.raises(TrainError, match="'detial.' matches no parameter.*detail\\."):
+        Trainer(bad, run_dir=tmp_path / 'bad', train_set=ToyRain(), progress=False)
+    with pytest.raises(ConfigError, match='train.trainable'):
+        make_cfg(trainable=['']).validate()

@@ -177,6 +177,30 @@ def widen_detail(weights: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor
     return out
 
 
+def freeze_except(model: nn.Module, prefixes: list[str]) -> int:
+    """Train only the parameters whose names start with one of ``prefixes`` (all when empty).
+
+    The rest get ``requires_grad=False`` (their weights stay those the run started from). Returns
+    the number of trainable parameters. A prefix that names no parameter is refused, listing the
+    model's top-level modules: a typo must not silently freeze the whole network."""
+    names = [n for n, _ in model.named_parameters()]
+    if not prefixes:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for prefix in prefixes:
+        if not any(n.startswith(prefix) for n in names):
+            tops = sorted({n.split('.')[0] + '.' for n in names})
+            raise TrainError(f'train.trainable: {prefix!r} matches no parameter of the model; expected '
+                             f'prefixes of parameter names such as {", ".join(tops)}')
+    count = 0
+    for name, param in model.named_parameters():
+        keep = name.startswith(tuple(prefixes))
+        param.requires_grad_(keep)
+        count += param.numel() if keep else 0
+    log.info('train.trainable %s: %d of %d parameters trained, the rest frozen', prefixes, count,
+             sum(p.numel() for p in model.parameters()))
+    return count
+
+
 def build_teacher(cfg: TrainConfig, device: torch.device) -> nn.Module | None:
     """The frozen distillation teacher (eval mode, no gradients), or None."""
     if not cfg.distill.teacher:

@@ -104,6 +104,7 @@ class OptimConfig:
     out_dir: str = 'runs'           # parent of run folders (`--out` names the run folder itself)
     run_name: str | None = None     # None: '<config name>_<date>-<time>'
     find_unused_parameters: bool = False  # DDP flag; needed if some parameters get no gradient
+    trainable: list[str] = field(default_factory=list)  # parameter-name prefixes trained ([]: all); the rest frozen
 
 
 @dataclass
@@ -157,6 +158,8 @@ class TrainConfig:
              "'off', 'bf16', 'fp16' or 'auto'"),
             (self.train.device in ('auto', 'cpu', 'cuda'), 'train.device', "'auto', 'cpu' or 'cuda'"),
             (self.train.keep_last >= 1, 'train.keep_last', 'an integer >= 1'),
+            (all(isinstance(t, str) and t for t in self.train.trainable), 'train.trainable',
+             "a list of parameter-name prefixes, e.g. ['detail.'] ([] trains every parameter)"),
             (min(self.train.log_interval, self.train.ckpt_interval, self.train.eval_interval) >= 1,
              'train.*_interval', 'intervals >= 1'),
             (self.distill.weight >= 0 and self.distill.gt_weight >= 0, 'distill.*weight',

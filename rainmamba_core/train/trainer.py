@@ -32,7 +32,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoint as ckpt
-from .build import Criterion, build_datasets, build_model, build_teacher, collate_clips, expand_path
+from .build import Criterion, build_datasets, build_model, build_teacher, collate_clips, expand_path, freeze_except
 from .config import TrainConfig, config_from_dict
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, gather_objects, init_distributed
 from .errors import TrainError
@@ -106,6 +106,7 @@ class Trainer:
         # per-rank seeds afterwards so any randomness inside the step differs across ranks.
         seed_everything(cfg.train.seed)
         self.raw_model = (model if model is not None else build_model(cfg)).to(self.device)
+        freeze_except(self.raw_model, list(cfg.train.trainable))
         seed_everything(cfg.train.seed + 1000 * self.dist.rank + 1)
         self.model: nn.Module = self.raw_model
         if self.dist.distributed:
