@@ -147,6 +147,11 @@ class VideoRainDataset(Dataset):
         procedural_bases: the rain looks drawn for procedural clips (weights by preset name, as
             ``bases``); None: the same looks as every other clip. NTURain a2's looks (composite,
             nturain, sharp) over procedural facades are what moved a2 (model card, "Tried" (38)).
+        procedural_zoom, procedural_roll: the procedural clips' camera also zooms (a rate drawn per
+            clip up to this, relative scale change per frame) and rolls (up to this many degrees
+            over the clip); 0: CameraMotion's defaults (0.01, 0.3). A pan of a flat scene leaves
+            nothing but the rain in the aligned frame difference the detail head reads; real
+            footage (forward motion, depth) leaves scene in it too (model card, "Tried" (39)).
     """
 
     def __init__(self, video_roots: Sequence[str | Path], frames: int = 4, crop: int | None = 128,
@@ -163,7 +168,8 @@ class VideoRainDataset(Dataset):
                  sharpen: Sequence[float] = (0.5, 1.5), sharpen_prob: float = 0.0,
                  real_roots: Sequence[str | Path] = (), real_prob: float = 0.0, real_holdout: int = 0,
                  real_outside_weight: float = 1.0, procedural_prob: float = 0.0,
-                 procedural_bases: dict[str, float] | None = None) -> None:
+                 procedural_bases: dict[str, float] | None = None, procedural_zoom: float = 0.0,
+                 procedural_roll: float = 0.0) -> None:
         if isinstance(video_roots, (str, Path)):
             video_roots = [video_roots]
         videos = find_videos(video_roots)
@@ -214,6 +220,10 @@ class VideoRainDataset(Dataset):
         if not 0.0 <= procedural_prob <= 1.0:
             raise DatasetError(f'procedural_prob={procedural_prob}: expected 0 <= procedural_prob <= 1')
         self.procedural_prob = float(procedural_prob)
+        for label, value in (('procedural_zoom', procedural_zoom), ('procedural_roll', procedural_roll)):
+            if not (np.isfinite(value) and value >= 0):
+                raise DatasetError(f'{label}={value}: expected a finite number >= 0 (0: the usual motion)')
+        self.procedural_zoom, self.procedural_roll = float(procedural_zoom), float(procedural_roll)
         self.real = RealRainClips(real_roots, holdout=real_holdout) if train and real_prob > 0 else None
         self.videos, self.frames, self.crop, self.train = videos, frames, crop, train
         self.stride, self.eval_stride = (lo, hi), eval_stride
@@ -280,17 +290,23 @@ class VideoRainDataset(Dataset):
         return name, self._camera_clip(img, rng, side, (0.35, 0.9))
 
     def _camera_clip(self, img: np.ndarray, rng: np.random.Generator, side: int,
-                     fov: tuple[float, float]) -> np.ndarray:
-        """A clip of a virtual camera moving over one image (stills and procedural scenes)."""
+                     fov: tuple[float, float], zoom: float = 0.0, roll: float = 0.0) -> np.ndarray:
+        """A clip of a virtual camera moving over one image (stills and procedural scenes); zoom
+        and roll > 0 draw the clip's zoom rate and roll up to them (else CameraMotion's defaults)."""
         # fast motion too: the real videos' strides cover the rest
         motion = CameraMotion(pan=float(rng.uniform(1, 12)), shake=float(rng.uniform(0.5, 3)))
+        if zoom > 0:
+            motion.zoom = float(rng.uniform(0.0, zoom))
+        if roll > 0:
+            motion.rotate = float(rng.uniform(0.0, roll))
         return still_to_clip(img, self.frames, (side, side), rng, motion, fov=fov)
 
     def _procedural_clip(self, rng: np.random.Generator, side: int) -> np.ndarray:
         # the scene is drawn at about twice the crop and the camera sees 45-90 % of it, so it is
         # shrunk 0.9-1.8 times and its one-pixel lines and bars stay visible in the clip (a still
         # of 480 px is shrunk 1.1-2.9 times, and such lines fade into their surroundings)
-        return self._camera_clip(procedural_scene(2 * side, int(2.5 * side), rng), rng, side, (0.45, 0.9))
+        return self._camera_clip(procedural_scene(2 * side, int(2.5 * side), rng), rng, side, (0.45, 0.9),
+                                 self.procedural_zoom, self.procedural_roll)
 
     # ------------------------------------------------------------------ items
     def render(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
