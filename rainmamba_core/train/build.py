@@ -177,15 +177,15 @@ def widen_detail(weights: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor
     return out
 
 
-def freeze_except(model: nn.Module, prefixes: list[str]) -> int:
+def freeze_except(model: nn.Module, prefixes: list[str]) -> None:
     """Train only the parameters whose names start with one of ``prefixes`` (all when empty).
 
-    The rest get ``requires_grad=False`` (their weights stay those the run started from). Returns
-    the number of trainable parameters. A prefix that names no parameter is refused, listing the
-    model's top-level modules: a typo must not silently freeze the whole network."""
-    names = [n for n, _ in model.named_parameters()]
+    The rest get ``requires_grad=False`` (their weights stay those the run started from). A prefix
+    that names no parameter is refused, listing the model's top-level modules: a typo must not
+    silently freeze the whole network."""
     if not prefixes:
-        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return
+    names = [n for n, _ in model.named_parameters()]
     for prefix in prefixes:
         if not any(n.startswith(prefix) for n in names):
             tops = sorted({n.split('.')[0] + '.' for n in names})
@@ -198,7 +198,6 @@ def freeze_except(model: nn.Module, prefixes: list[str]) -> int:
         count += param.numel() if keep else 0
     log.info('train.trainable %s: %d of %d parameters trained, the rest frozen', prefixes, count,
              sum(p.numel() for p in model.parameters()))
-    return count
 
 
 def build_teacher(cfg: TrainConfig, device: torch.device) -> nn.Module | None:
