@@ -113,19 +113,24 @@ def test_a_head_with_a_context_block_exports(tmp_path: Path) -> None:
     assert worst_out <= RTOL and worst_state <= STATE_RTOL
 
 
-def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path) -> None:
+@pytest.mark.parametrize('frames', [1, 2])
+def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path, frames: int) -> None:
     # detail_align: the graph computes the phase correlation by matrix products (ONNX has no FFT
-    # the exporter reaches) and must follow torch's FFT over a panning clip (same bounds as above)
+    # the exporter reaches) and must follow torch's FFT over a panning clip (same bounds as above);
+    # detail_align_frames=2 carries the frame before the last too, and aligns both
     import torch.nn.functional as F
     from stream_helpers import blind_to_previous
 
     from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
     torch.manual_seed(0)
-    model = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True)).eval()
+    model = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True,
+                                           detail_align_frames=frames)).eval()
     torch.nn.init.normal_(model.detail.out.weight, std=0.05)        # a head that contributes,
     torch.nn.init.normal_(model.detail.body[0].weight, std=0.05)    # and reads the aligned difference
     model.save_checkpoint(tmp_path / 'align.pt')
     graph = make_onnx_backend(tmp_path / 'align.pt', device='cpu', cache_dir=tmp_path / 'cache').graph('step', 48, 64)
+    carried = {s['input'] for s in graph.state_layout if s['input'].startswith('state.detail.')}
+    assert carried == {'state.detail.prev'} | ({'state.detail.prev2'} if frames == 2 else set())
     coarse = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(4))
     scene = F.interpolate(coarse, size=(120, 160), mode='bicubic', align_corners=False).clamp(0, 1)
     blind = blind_to_previous(model)

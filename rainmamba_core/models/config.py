@@ -13,7 +13,8 @@ class ConfigError(RainMambaError, ValueError):
 
 
 # Config keys added after the first release, with the default that leaves the network as it was.
-LATE_KEYS: dict[str, Any] = {'detail_previous': False, 'detail_align': False, 'detail_context': 0}
+LATE_KEYS: dict[str, Any] = {'detail_previous': False, 'detail_align': False, 'detail_context': 0,
+                             'detail_align_frames': 1}
 
 
 @dataclass
@@ -34,6 +35,7 @@ class RainMambaConfig:
     detail_channels: int = 0           # full-resolution detail head that sees the input frame (0: none, official)
     detail_previous: bool = False      # the detail head also sees the previous input frame (carried when streaming)
     detail_align: bool = False         # ... moved onto the current frame (phase correlation), as its difference to it
+    detail_align_frames: int = 1       # ... from this many earlier frames (1-3, all carried), kept where they agree
     detail_context: int = 0            # dilation of a residual block in the detail head that widens its view (0: none)
     pad_multiple: int = 8              # H and W are padded (mirror) up to a multiple of this
     window: int = 5                    # frames per clip the model was trained on (windowed mode)
@@ -58,6 +60,11 @@ class RainMambaConfig:
         if self.detail_align and not self.detail_previous:
             raise ConfigError('detail_align aligns the previous frame the detail head sees: it needs '
                               'detail_previous=True')
+        if not 1 <= self.detail_align_frames <= 3:
+            raise ConfigError(f'detail_align_frames must be 1, 2 or 3 (previous frames aligned onto each frame), '
+                              f'got {self.detail_align_frames}')
+        if self.detail_align_frames > 1 and not self.detail_align:
+            raise ConfigError('detail_align_frames > 1 combines aligned differences: it needs detail_align=True')
         if self.detail_context < 0:
             raise ConfigError(f'detail_context must be >= 0 (0: no context block), got {self.detail_context}')
         if self.detail_context and not self.detail_channels:

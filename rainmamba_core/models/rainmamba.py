@@ -31,7 +31,7 @@ from rainmamba_core.modules.blocks import MambaLayer
 from rainmamba_core.modules.convnext import ConvNeXt, ProjectionHead
 from rainmamba_core.modules.detail import DetailHead
 from rainmamba_core.modules.temporal import causal_time_apply, step_conv3d, step_conv_transpose3d
-from rainmamba_core.ops.align import aligned_difference
+from rainmamba_core.ops.align import agreed_difference
 from rainmamba_core.ops.selective_scan import BACKENDS, SelectiveScanError
 from rainmamba_core.paths import DEFAULT_MODEL
 from rainmamba_core.safe_load import safe_load
@@ -300,15 +300,23 @@ class RainMamba(nn.Module):
         g = layers(self.stage_high2, g.transpose(1, 2), large).transpose(1, 2)
         prev = None
         if self.config.detail_previous:  # the frame before each; before the first, the carried one
-            first = cache('detail.prev') if state is not None else x.new_zeros(x.shape[0], *x.shape[2:])
-            prev = torch.cat([first[:, None], x[:, :-1]], dim=1)
-            if self.config.detail_align:  # the previous frame moved onto each frame, minus the frame
-                valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-                # a stream's first frame has none (an all-black previous frame counts as none too)
-                valid[:, 0] = first.flatten(1).abs().amax(1) > 0
-                prev = aligned_difference(x.flatten(0, 1), prev.flatten(0, 1), valid.flatten()).view_as(x) * ALIGN_GAIN
+            k = self.config.detail_align_frames if self.config.detail_align else 1
+            carried = ([cache('detail.prev')] + [cache(f'detail.prev{j}') for j in range(2, k + 1)]
+                       if state is not None else [x.new_zeros(x.shape[0], *x.shape[2:])] * k)
+            history = torch.cat([c[:, None] for c in reversed(carried)] + [x], dim=1)  # oldest first
+            frames = x.shape[1]
+            prev = history[:, k - 1:k - 1 + frames]
+            if self.config.detail_align:  # earlier frames moved onto each frame, minus the frame
+                # a stream's first frames have none (an all-black carried frame counts as none too)
+                there = torch.cat([torch.stack([c.flatten(1).abs().amax(1) > 0 for c in reversed(carried)], 1),
+                                   torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)], dim=1)
+                earlier = [history[:, k - j:k - j + frames].flatten(0, 1) for j in range(1, k + 1)]
+                valid = [there[:, k - j:k - j + frames].flatten() for j in range(1, k + 1)]
+                prev = agreed_difference(x.flatten(0, 1), earlier, valid).view_as(x) * ALIGN_GAIN
             if return_state:
-                new_state['detail.prev'] = x[:, -1]
+                new_state['detail.prev'] = history[:, -1]
+                for j in range(2, k + 1):
+                    new_state[f'detail.prev{j}'] = history[:, -j]
         out = self._decode(g, x, prev)[..., :height, :width]
         if self.config.residual_output:
             out = out + clip
@@ -352,6 +360,8 @@ class RainMamba(nn.Module):
         state['upconv2.cache'] = torch.zeros(batch, 2 * nf, 2, h // 2, w // 2, device=device, dtype=dtype)
         if self.config.detail_previous:  # the previous (padded) input frame; zero before the first
             state['detail.prev'] = torch.zeros(batch, 3, 4 * h, 4 * w, device=device, dtype=dtype)
+            for j in range(2, (self.config.detail_align_frames if self.config.detail_align else 1) + 1):
+                state[f'detail.prev{j}'] = torch.zeros(batch, 3, 4 * h, 4 * w, device=device, dtype=dtype)
         return state
 
     def step(self, frames: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -438,6 +448,7 @@ def _config_summary(cfg: RainMambaConfig) -> str:
             + (f', detail_channels={cfg.detail_channels}' if cfg.detail_channels else '')
             + (', detail_previous=True' if cfg.detail_previous else '')
             + (', detail_align=True' if cfg.detail_align else '')
+            + (f', detail_align_frames={cfg.detail_align_frames}' if cfg.detail_align_frames > 1 else '')
             + (f', detail_context={cfg.detail_context}' if cfg.detail_context else ''))
 
 

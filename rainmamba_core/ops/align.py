@@ -128,6 +128,15 @@ def translate(frames: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, 
     return moved, inside[:, None].to(frames.dtype)
 
 
+def _aligned(current: torch.Tensor, previous: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``translate(previous) - current`` (float32) and where it holds data ((N, 1, H, W) 0/1)."""
+    # in float32 whatever the model's dtype: grid_sample has no fp16 kernel on the CPU
+    cur = current.float()
+    moved, inside = translate(previous.float(), phase_shift(cur, previous))
+    keep = inside * valid.float()[:, None, None, None]
+    return (moved - cur) * keep, keep
+
+
 def aligned_difference(current: torch.Tensor, previous: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """The previous frame moved onto the current one, minus the current one; 0 where it has no data.
 
@@ -138,8 +147,34 @@ def aligned_difference(current: torch.Tensor, previous: torch.Tensor, valid: tor
         (N, 3, H, W) ``translate(previous) - current`` inside the moved frame, 0 outside it and
         for pairs that are not valid.
     """
-    # in float32 whatever the model's dtype: grid_sample has no fp16 kernel on the CPU
-    cur = current.float()
-    moved, inside = translate(previous.float(), phase_shift(cur, previous))
-    keep = inside * valid.float()[:, None, None, None]
-    return ((moved - cur) * keep).to(current.dtype)
+    return _aligned(current, previous, valid)[0].to(current.dtype)
+
+
+def agreed_difference(current: torch.Tensor, previous: list[torch.Tensor], valid: list[torch.Tensor]) -> torch.Tensor:
+    """The aligned differences of several earlier frames, kept only where they agree.
+
+    The difference to one earlier frame holds this frame's rain, that frame's rain (with the
+    opposite sign) and whatever scene the alignment did not undo. Rain falls somewhere else in each
+    frame, so a change that every earlier frame shows with the same sign is this frame's; at each
+    pixel and channel the value is the one of smallest magnitude when all differences with data
+    there share its sign, else 0 (one frame's rain or an unaligned edge disagrees with the rest).
+    Where only one earlier frame has data, its difference is used as it is.
+
+    Args:
+        current: (N, 3, H, W) frames.
+        previous: earlier frames, nearest first, each (N, 3, H, W).
+        valid: for each earlier frame, (N,) bool: False where it does not exist.
+    Returns:
+        (N, 3, H, W) in ``current``'s dtype; ``aligned_difference`` for one earlier frame.
+    """
+    if len(previous) != len(valid) or not previous:
+        raise ValueError(f'agreed_difference: {len(previous)} earlier frames and {len(valid)} validity flags; '
+                         'expected the same number, at least one')
+    agreed, have = _aligned(current, previous[0], valid[0])
+    for frame, ok in zip(previous[1:], valid[1:]):
+        diff, there = _aligned(current, frame, ok)
+        both, same = (have * there) > 0, agreed * diff > 0
+        smaller = torch.where(diff.abs() < agreed.abs(), diff, agreed)
+        agreed = torch.where(both, torch.where(same, smaller, torch.zeros_like(diff)), agreed + diff)
+        have = torch.maximum(have, there)
+    return agreed.to(current.dtype)
