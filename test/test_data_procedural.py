@@ -9,7 +9,7 @@ import pytest
 
 from rainmamba_core.data.clips import write_image
 from rainmamba_core.data.datasets import DatasetError
-from rainmamba_core.data.procedural import procedural_scene
+from rainmamba_core.data.procedural import procedural_layers, procedural_scene
 from rainmamba_core.data.synthetic_rain import RainError
 from rainmamba_core.data.video_rain import VideoRainDataset
 from rainmamba_core.eval.suite import thin_line_energy
@@ -142,3 +142,70 @@ def test_procedural_zoom_and_roll_leave_scene_in_the_aligned_difference(videos: 
     for bad in ({'procedural_zoom': -0.1}, {'procedural_roll': float('nan')}):
         with pytest.raises(DatasetError, match=next(iter(bad))):
             VideoRainDataset([videos], **bad)
+
+
+def test_layers_are_reproducible_and_the_coverage_is_where_the_colours_differ() -> None:
+    a = procedural_layers(96, 128, np.random.default_rng(3))
+    b = procedural_layers(96, 128, np.random.default_rng(3))
+    for x, y in zip(a, b):
+        assert np.array_equal(x, y)
+    back, front, alpha = a
+    assert back.shape == front.shape == (96, 128, 3) and alpha.shape == (96, 128) and alpha.dtype == np.float32
+    assert 0.0 <= alpha.min() and alpha.max() <= 1.0
+    # a layer of posts, poles and fronds covers some of the scene, not all of it
+    covers = [procedural_layers(96, 128, np.random.default_rng(s))[2].mean() for s in range(10)]
+    assert 0.01 < np.mean(covers) < 0.5, covers
+    # where it covers, its colour is not the scene's (it is a thing in front, drawn on its own)
+    on = alpha > 0.99
+    assert np.abs(front[on].astype(int) - back[on]).mean() > 5
+    with pytest.raises(DatasetError, match='at least 32x32'):
+        procedural_layers(96, 20, np.random.default_rng(0))
+
+
+def _shift(clip: np.ndarray) -> float:
+    """How far (px) a clip's content moves from its first frame to its second (phase correlation)."""
+    grey = [cv2.cvtColor(np.ascontiguousarray(f.transpose(1, 2, 0)), cv2.COLOR_RGB2GRAY).astype(np.float64)
+            for f in clip[:2]]
+    (dx, dy), _ = cv2.phaseCorrelate(grey[0], grey[1])
+    return float(np.hypot(dx, dy))
+
+
+def test_parallax_clips_move_their_front_layer_farther_than_the_scene(videos: Path, monkeypatch) -> None:
+    import rainmamba_core.data.video_rain as vr
+
+    def ds(**kw) -> VideoRainDataset:
+        return VideoRainDataset([videos], frames=3, crop=128, split='all', camera=False, clean_prob=1.0,
+                                procedural_prob=1.0, **kw)
+
+    def clip(seed: int, cover: float) -> np.ndarray:
+        # one scene as both layers; the front covering nothing shows how the back moves, covering
+        # everything how the front moves, along the same path (the same seed)
+        def layers(h, w, rng):
+            scene = procedural_scene(h, w, rng)
+            return scene, scene, np.full((h, w), cover, np.float32)
+        monkeypatch.setattr(vr, 'procedural_layers', layers)
+        np.random.seed(seed)
+        item = ds(procedural_parallax=1.0)[0]
+        assert item['key'].startswith('procedural/')
+        return item['gt'].numpy()
+
+    ratios = []
+    for seed in range(12):
+        back, front = _shift(clip(seed, 0.0)), _shift(clip(seed, 1.0))
+        if 1.0 < back < 12.0:  # a shift phase correlation measures well at 128 px (not ~0, not huge)
+            ratios.append(front / back)
+    # the front moves PARALLAX = 1.3-3 times as far; 0.15 below/above for the shake's sub-pixel
+    # sinusoids and the window clamped at the scene's border
+    assert len(ratios) >= 4 and 1.15 < min(ratios) and max(ratios) < 3.15, ratios
+    assert max(ratios) - min(ratios) > 0.3, f'one parallax for every clip: {ratios}'
+    monkeypatch.undo()
+    # 0 (the default) is the usual procedural clip, item for item; the real layers blend into it
+    np.random.seed(5)
+    plain = ds()[0]
+    np.random.seed(5)
+    same = ds(procedural_parallax=0.0)[0]
+    assert np.array_equal(plain['gt'].numpy(), same['gt'].numpy())
+    np.random.seed(5)
+    assert not np.array_equal(plain['gt'].numpy(), ds(procedural_parallax=1.0)[0]['gt'].numpy())
+    with pytest.raises(DatasetError, match='procedural_parallax'):
+        VideoRainDataset([videos], procedural_parallax=1.5)

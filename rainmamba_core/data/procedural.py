@@ -157,6 +157,40 @@ def _foliage(img: np.ndarray, rng: np.random.Generator) -> None:
             cv2.polylines(img, [np.round(np.array(pts)).astype(np.int32)], False, c, 1, cv2.LINE_AA)
 
 
+def _exposure(rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """A per-scene exposure: (gain, gamma, blur sigma, noise sigma)."""
+    gain, gamma = rng.uniform(0.7, 1.4), np.exp(rng.uniform(-0.7, 0.4))
+    return float(gain), float(gamma), float(rng.uniform(0.0, 1.0)), float(rng.uniform(0, 2.5))
+
+
+def _expose(img: np.ndarray, exposure: tuple[float, float, float, float], rng: np.random.Generator) -> np.ndarray:
+    """Dim to bright and washed out (a gain and a gamma), then optics and sensor: (H, W, 3) uint8."""
+    gain, gamma, sigma, noise = exposure
+    x = (np.clip(np.clip(img, 0, 255) / 255.0 * gain, 0, 1) ** gamma) * 255.0
+    if sigma > 0.3:
+        x = cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigma)
+    x = x + rng.normal(0, noise, x.shape)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def _check_size(h: int, w: int, what: str) -> None:
+    if h < 32 or w < 32:
+        raise DatasetError(f'{what}: size {h}x{w} is too small; expected at least 32x32')
+
+
+def _background(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The scene before exposure: (H, W, 3) float32 and its palette."""
+    palette = _palette(rng, int(rng.integers(3, 9)))
+    img = _dead_leaves(rng, h, w, palette)
+    for _ in range(int(rng.integers(0, 3)) if rng.random() < 0.7 else 0):
+        _facade(img, rng, palette)
+    if rng.random() < 0.7:
+        _thin_lines(img, rng)
+    if rng.random() < 0.5:
+        _foliage(img, rng)
+    return img, palette
+
+
 def procedural_scene(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A new random scene (module docstring).
 
@@ -167,22 +201,50 @@ def procedural_scene(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     Returns:
         (H, W, 3) uint8 RGB.
     """
-    if h < 32 or w < 32:
-        raise DatasetError(f'procedural_scene: size {h}x{w} is too small; expected at least 32x32')
-    palette = _palette(rng, int(rng.integers(3, 9)))
-    img = _dead_leaves(rng, h, w, palette)
-    for _ in range(int(rng.integers(0, 3)) if rng.random() < 0.7 else 0):
-        _facade(img, rng, palette)
-    if rng.random() < 0.7:
-        _thin_lines(img, rng)
-    if rng.random() < 0.5:
+    _check_size(h, w, 'procedural_scene')
+    img, _ = _background(h, w, rng)
+    return _expose(img, _exposure(rng), rng)
+
+
+def _foreground(img: np.ndarray, rng: np.random.Generator, palette: np.ndarray) -> None:
+    """What stands in front of a scene, drawn in place: posts and trunks, poles, fronds."""
+    h, w = img.shape[:2]
+    for _ in range(int(rng.integers(0, 4))):  # posts, trunks, sign boards: a few solid boxes
+        bw, bh = rng.uniform(0.02, 0.12) * w, rng.uniform(0.2, 1.0) * h
+        x, y = rng.uniform(-0.05 * w, w), rng.uniform(0.0, h - 0.5 * bh)
+        colour = tuple(float(v) for v in palette[int(rng.integers(len(palette)))])
+        cv2.rectangle(img, (int(x), int(y)), (int(x + bw), int(y + bh)), colour, -1)
+    _thin_lines(img, rng)
+    if rng.random() < 0.6:
         _foliage(img, rng)
-    # exposure: dim to bright and washed out (a gain and a gamma), then optics and sensor
-    x = np.clip(img, 0, 255) / 255.0
-    x = np.clip(x * rng.uniform(0.7, 1.4), 0, 1) ** np.exp(rng.uniform(-0.7, 0.4))
-    x = x * 255.0
-    sigma = rng.uniform(0.0, 1.0)
-    if sigma > 0.3:
-        x = cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigma)
-    x = x + rng.normal(0, rng.uniform(0, 2.5), x.shape)
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def procedural_layers(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A scene and a layer in front of it, for clips with parallax (the layer moves more).
+
+    The background is :func:`procedural_scene`'s; the foreground is posts, poles, wires and fronds
+    on nothing. It is drawn twice from the same generator state, over black and over white: where
+    it covers a pixel both agree, and their difference gives its coverage exactly, anti-aliased
+    edges included. Both layers go through the scene's one exposure.
+
+    Args:
+        h, w: size in pixels (at least 32 each).
+        rng: the generator the layers are drawn from (the same state gives the same layers).
+
+    Returns:
+        background (H, W, 3) uint8, foreground colour (H, W, 3) uint8 and its coverage (H, W)
+        float32 in [0, 1].
+    """
+    _check_size(h, w, 'procedural_layers')
+    back, palette = _background(h, w, rng)
+    state = rng.bit_generator.state
+    drawn = []
+    for fill in (0.0, 255.0):
+        rng.bit_generator.state = state
+        layer = np.full((h, w, 3), fill, np.float32)
+        _foreground(layer, rng, palette)
+        drawn.append(layer)
+    alpha = np.clip(1.0 - (drawn[1] - drawn[0]).mean(axis=2) / 255.0, 0.0, 1.0).astype(np.float32)
+    colour = drawn[0] / np.maximum(alpha, 1.0 / 255.0)[..., None]
+    exposure = _exposure(rng)
+    return _expose(back, exposure, rng), _expose(colour, exposure, rng), alpha

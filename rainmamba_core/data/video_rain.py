@@ -35,7 +35,8 @@ consecutive frames and renders rain on them on the fly:
 * **procedural scenes** (optional): with probability ``procedural_prob`` the clip is a new
   procedural scene (dead-leaves texture, facades with window grids and rails, poles, foliage;
   :mod:`~rainmamba_core.data.procedural`) with simulated camera motion: scene variety that seven
-  videos and 75 stills do not have; ``procedural_bases`` gives them rain looks of their own;
+  videos and 75 stills do not have; ``procedural_bases`` gives them rain looks of their own,
+  ``procedural_parallax`` a layer in front that moves farther than the scene;
 * **stills** (optional): with probability ``still_prob`` the clip is a still with simulated camera
   motion instead (CamVid/CARLA/procedural scenes), for variety of scenes; with probability
   ``scene_streak_prob`` a still gets rain-like streaks painted into the scene itself (kept in the
@@ -50,6 +51,7 @@ Dimension letters: T frames, H height, W width.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,13 +64,14 @@ from torch.utils.data import Dataset
 
 from .clips import CameraMotion, builtin_scene, list_images, natural_key, read_image, resize_to, still_to_clip
 from .datasets import BUILTIN_SEED0, DatasetError, _global_rng, to_tensor_clip
-from .procedural import procedural_scene
+from .procedural import procedural_layers, procedural_scene
 from .rain_realism import apply_camera, random_camera, random_rain
 from .real_rain import RealRainClips
 from .synthetic_rain import RainGenerator, RainParams
 
 # Whole videos never trained on: one dash-cam clip and one of the Intel clips.
 HELDOUT_VIDEOS = ('highway_pv_traffic', 'parking_lot_topdown')
+PARALLAX = (1.3, 3.0)  # how many times more the foreground layer of a parallax clip moves
 _VIDEO_TAG = 0xC11B5  # entropy tag of evaluation items, apart from the other datasets' tags
 
 
@@ -152,6 +155,11 @@ class VideoRainDataset(Dataset):
             over the clip); 0: CameraMotion's defaults (0.01, 0.3). A pan of a flat scene leaves
             nothing but the rain in the aligned frame difference the detail head reads; real
             footage (forward motion, depth) leaves scene in it too (model card, "Tried" (39)).
+        procedural_parallax: share of procedural clips with a layer in front (posts, poles,
+            wires, fronds: :func:`~rainmamba_core.data.procedural.procedural_layers`) that moves
+            1.3-3 times as far as the scene behind it (``PARALLAX``), as near things do: the
+            aligned difference then holds scene at the layer's edges and is clean elsewhere, as on
+            a2 (palms before a facade) and on footage. 0: none, and no random numbers are drawn.
     """
 
     def __init__(self, video_roots: Sequence[str | Path], frames: int = 4, crop: int | None = 128,
@@ -169,7 +177,7 @@ class VideoRainDataset(Dataset):
                  real_roots: Sequence[str | Path] = (), real_prob: float = 0.0, real_holdout: int = 0,
                  real_outside_weight: float = 1.0, procedural_prob: float = 0.0,
                  procedural_bases: dict[str, float] | None = None, procedural_zoom: float = 0.0,
-                 procedural_roll: float = 0.0) -> None:
+                 procedural_roll: float = 0.0, procedural_parallax: float = 0.0) -> None:
         if isinstance(video_roots, (str, Path)):
             video_roots = [video_roots]
         videos = find_videos(video_roots)
@@ -224,6 +232,9 @@ class VideoRainDataset(Dataset):
             if not (np.isfinite(value) and value >= 0):
                 raise DatasetError(f'{label}={value}: expected a finite number >= 0 (0: the usual motion)')
         self.procedural_zoom, self.procedural_roll = float(procedural_zoom), float(procedural_roll)
+        if not 0.0 <= procedural_parallax <= 1.0:
+            raise DatasetError(f'procedural_parallax={procedural_parallax}: expected 0 <= procedural_parallax <= 1')
+        self.procedural_parallax = float(procedural_parallax)
         self.real = RealRainClips(real_roots, holdout=real_holdout) if train and real_prob > 0 else None
         self.videos, self.frames, self.crop, self.train = videos, frames, crop, train
         self.stride, self.eval_stride = (lo, hi), eval_stride
@@ -289,24 +300,45 @@ class VideoRainDataset(Dataset):
             img = scene_streaks(img, rng, self.bases)
         return name, self._camera_clip(img, rng, side, (0.35, 0.9))
 
-    def _camera_clip(self, img: np.ndarray, rng: np.random.Generator, side: int,
-                     fov: tuple[float, float], zoom: float = 0.0, roll: float = 0.0) -> np.ndarray:
-        """A clip of a virtual camera moving over one image (stills and procedural scenes); zoom
-        and roll > 0 draw the clip's zoom rate and roll up to them (else CameraMotion's defaults)."""
+    def _camera_motion(self, rng: np.random.Generator, zoom: float, roll: float) -> CameraMotion:
         # fast motion too: the real videos' strides cover the rest
         motion = CameraMotion(pan=float(rng.uniform(1, 12)), shake=float(rng.uniform(0.5, 3)))
         if zoom > 0:
             motion.zoom = float(rng.uniform(0.0, zoom))
         if roll > 0:
             motion.rotate = float(rng.uniform(0.0, roll))
+        return motion
+
+    def _camera_clip(self, img: np.ndarray, rng: np.random.Generator, side: int,
+                     fov: tuple[float, float], zoom: float = 0.0, roll: float = 0.0) -> np.ndarray:
+        """A clip of a virtual camera moving over one image (stills and procedural scenes); zoom
+        and roll > 0 draw the clip's zoom rate and roll up to them (else CameraMotion's defaults)."""
+        motion = self._camera_motion(rng, zoom, roll)
         return still_to_clip(img, self.frames, (side, side), rng, motion, fov=fov)
 
     def _procedural_clip(self, rng: np.random.Generator, side: int) -> np.ndarray:
         # the scene is drawn at about twice the crop and the camera sees 45-90 % of it, so it is
         # shrunk 0.9-1.8 times and its one-pixel lines and bars stay visible in the clip (a still
         # of 480 px is shrunk 1.1-2.9 times, and such lines fade into their surroundings)
-        return self._camera_clip(procedural_scene(2 * side, int(2.5 * side), rng), rng, side, (0.45, 0.9),
-                                 self.procedural_zoom, self.procedural_roll)
+        h, w, fov = 2 * side, int(2.5 * side), (0.45, 0.9)
+        if not (self.procedural_parallax > 0 and rng.random() < self.procedural_parallax):
+            return self._camera_clip(procedural_scene(h, w, rng), rng, side, fov, self.procedural_zoom,
+                                     self.procedural_roll)
+        back, front, alpha = procedural_layers(h, w, rng)
+        motion = self._camera_motion(rng, self.procedural_zoom, self.procedural_roll)
+        near = float(rng.uniform(*PARALLAX))
+        # the nearer layer's pan, shake and zoom are larger by `near` (all scale as 1 / depth); the
+        # roll is the camera's and the same for both; one generator state gives both layers the
+        # same framing and path, so they differ only by the parallax
+        front_motion = dataclasses.replace(motion, pan=motion.pan * near, shake=motion.shake * near,
+                                           zoom=motion.zoom * near)
+        path_rng = copy.deepcopy(rng)
+        cover = np.repeat(np.round(alpha * 255).astype(np.uint8)[..., None], 3, axis=2)
+        front_clip = still_to_clip(front, self.frames, (side, side), copy.deepcopy(path_rng), front_motion, fov=fov)
+        cover_clip = still_to_clip(cover, self.frames, (side, side), copy.deepcopy(path_rng), front_motion, fov=fov)
+        back_clip = still_to_clip(back, self.frames, (side, side), rng, motion, fov=fov)
+        a = cover_clip[..., :1].astype(np.float32) / 255.0
+        return np.round(back_clip * (1.0 - a) + front_clip * a).astype(np.uint8)
 
     # ------------------------------------------------------------------ items
     def render(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
