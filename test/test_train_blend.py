@@ -52,6 +52,14 @@ def test_blend_refuses_what_it_cannot_mix(tmp_path: Path, capsys) -> None:
                  '--out', str(tmp_path / 'c.pt')]) == 2
     err = capsys.readouterr().err
     assert 'different architectures (detail_channels: 0 vs 8)' in err, err
+    # a key added after the first release, at its default in one model, is named with that value
+    aligned = {'detail_channels': 8, 'detail_previous': True, 'detail_align': True}
+    _model(0, **aligned).save_checkpoint(tmp_path / 'one.pt')
+    _model(0, **aligned, detail_align_frames=2).save_checkpoint(tmp_path / 'two.pt')
+    assert main(['blend', str(tmp_path / 'one.pt'), str(tmp_path / 'two.pt'), '--alpha', '0.5',
+                 '--out', str(tmp_path / 'c.pt')]) == 2
+    err = capsys.readouterr().err
+    assert 'different architectures (detail_align_frames: 1 vs 2)' in err, err
     assert main(['blend', str(tmp_path / 'a.pt'), str(tmp_path / 'a.pt'), '--alpha', '1.5',
                  '--out', str(tmp_path / 'c.pt')]) == 2
     assert 'alpha=1.5: expected a share in [0, 1]' in capsys.readouterr().err

@@ -18,6 +18,7 @@ be equal. Anything else is refused with what differs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         raise BlendError(f'--out {out} is one of the inputs: write the blend to a new file')
     base = RainMamba.from_checkpoint(base_path)
     tuned = RainMamba.from_checkpoint(args.tuned)
-    a, b = base.config.to_dict(), tuned.config.to_dict()
+    # every field (to_dict leaves out late keys at their default, which would read as None here)
+    a, b = dataclasses.asdict(base.config), dataclasses.asdict(tuned.config)
     differ = [f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     if differ:
         raise BlendError(f'{base_path} and {args.tuned} have different architectures ({"; ".join(differ)}): '
