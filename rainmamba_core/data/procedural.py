@@ -224,8 +224,8 @@ def procedural_layers(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndar
 
     The background is :func:`procedural_scene`'s; the foreground is posts, poles, wires and fronds
     on nothing. It is drawn twice from the same generator state, over black and over white: where
-    it covers a pixel both agree, and their difference gives its coverage exactly, anti-aliased
-    edges included. Both layers go through the scene's one exposure.
+    it covers a pixel both agree, and their difference gives its coverage exactly. Both layers go
+    through the scene's one exposure.
 
     Args:
         h, w: size in pixels (at least 32 each).

@@ -332,10 +332,9 @@ class VideoRainDataset(Dataset):
         # same framing and path, so they differ only by the parallax
         front_motion = dataclasses.replace(motion, pan=motion.pan * near, shake=motion.shake * near,
                                            zoom=motion.zoom * near)
-        path_rng = copy.deepcopy(rng)
         cover = np.repeat(np.round(alpha * 255).astype(np.uint8)[..., None], 3, axis=2)
-        front_clip = still_to_clip(front, self.frames, (side, side), copy.deepcopy(path_rng), front_motion, fov=fov)
-        cover_clip = still_to_clip(cover, self.frames, (side, side), copy.deepcopy(path_rng), front_motion, fov=fov)
+        front_clip = still_to_clip(front, self.frames, (side, side), copy.deepcopy(rng), front_motion, fov=fov)
+        cover_clip = still_to_clip(cover, self.frames, (side, side), copy.deepcopy(rng), front_motion, fov=fov)
         back_clip = still_to_clip(back, self.frames, (side, side), rng, motion, fov=fov)
         a = cover_clip[..., :1].astype(np.float32) / 255.0
         return np.round(back_clip * (1.0 - a) + front_clip * a).astype(np.uint8)
