@@ -113,18 +113,19 @@ def test_a_head_with_a_context_block_exports(tmp_path: Path) -> None:
     assert worst_out <= RTOL and worst_state <= STATE_RTOL
 
 
-@pytest.mark.parametrize('frames', [1, 2])
-def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path, frames: int) -> None:
+@pytest.mark.parametrize('frames,thin', [(1, 0), (2, 0), (1, 5)])
+def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path, frames: int, thin: int) -> None:
     # detail_align: the graph computes the phase correlation by matrix products (ONNX has no FFT
     # the exporter reaches) and must follow torch's FFT over a panning clip (same bounds as above);
-    # detail_align_frames=2 carries the frame before the last too, and aligns both
+    # detail_align_frames=2 carries the frame before the last too, and aligns both;
+    # detail_align_thin=5 keeps the thin brightening only (max pools in the graph)
     import torch.nn.functional as F
     from stream_helpers import blind_to_previous
 
     from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
     torch.manual_seed(0)
     model = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True,
-                                           detail_align_frames=frames)).eval()
+                                           detail_align_frames=frames, detail_align_thin=thin)).eval()
     torch.nn.init.normal_(model.detail.out.weight, std=0.05)        # a head that contributes,
     torch.nn.init.normal_(model.detail.body[0].weight, std=0.05)    # and reads the aligned difference
     model.save_checkpoint(tmp_path / 'align.pt')
@@ -138,7 +139,8 @@ def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path, fr
     feeds = {f'state.{k}': v.numpy() for k, v in state.items()}
     worst = cue = 0.0
     for t in range(5):  # a pan of (2, 3) px per frame
-        frame = scene[..., 10 + 2 * t:58 + 2 * t, 20 + 3 * t:84 + 3 * t].contiguous()
+        frame = scene[..., 10 + 2 * t:58 + 2 * t, 20 + 3 * t:84 + 3 * t].clone()
+        frame[..., 6:40, 5 + 11 * t:7 + 11 * t] = 1.0   # a streak of rain in each frame, somewhere new
         with torch.no_grad():
             ref, state = model.step(frame, state)
             without, blind_state = blind.step(frame, blind_state)

@@ -9,7 +9,7 @@ from stream_helpers import blind_to_previous, step_all, stream_rel_error
 
 from rainmamba_core.models.config import LATE_KEYS, ConfigError
 from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
-from rainmamba_core.ops.align import agreed_difference, aligned_difference, phase_shift, translate
+from rainmamba_core.ops.align import agreed_difference, aligned_difference, phase_shift, thin_brightening, translate
 
 
 def _scene(seed: int, height: int = 480, width: int = 640) -> torch.Tensor:
@@ -228,3 +228,62 @@ def test_a_head_reading_several_earlier_frames_streams_like_the_whole_clip(frame
     for j in range(1, frames + 1):   # the last frames, newest first
         key = 'detail.prev' if j == 1 else f'detail.prev{j}'
         assert torch.equal(carried[key], clip[:, -j]), key
+
+
+# ------------------------------------------------------------------ thin bright parts only
+def test_thin_brightening_keeps_this_frame_s_streak_and_drops_bands_and_the_last_frame_s_rain() -> None:
+    """A panned scene; in the current frame a 2-px streak and a 14-px wide bright band (an object that
+    moved on its own), in the last frame a streak elsewhere. The raw aligned difference holds all
+    three; the filtered one holds the current streak only."""
+    frames = _panned_clip({2: (60, 62), 1: (96, 98)})
+    frames[2, :, 20:70, 20:34] = 1.0
+    cur, last = frames[2:3], frames[1:2]
+    ok = torch.ones(1, dtype=torch.bool)
+    raw = aligned_difference(cur, last, ok)
+    thin = thin_brightening(raw, 5)
+    rows = slice(25, 65)
+    rain, band = (..., rows, slice(60, 62)), (..., rows, slice(22, 32))
+    ghost = (..., rows, slice(100, 102))   # the last frame's streak, moved 4 px right by the pan
+    assert raw[band].mean() < -0.2 and raw[ghost].mean() > 0.2, (raw[band].mean(), raw[ghost].mean())
+    # the streak stands 0.3-1.0 above a smooth scene: what the top-hat keeps of it is the streak less
+    # the scene's few-hundredths variation across 5 px
+    assert thin[rain].mean() < -0.2 and (thin[rain] - raw[rain]).abs().max() < 0.08
+    # of the band only the scene's own thin dark texture behind it shows (as brightening): a fifth at most
+    assert thin[band].abs().mean() < raw[band].abs().mean() / 5, (thin[band].abs().mean(), raw[band].abs().mean())
+    assert thin[ghost].abs().max() < 1e-6
+    assert (thin <= 0).all() and (thin.abs() <= raw.clamp(max=0).abs() + 1e-6).all()
+    # a streak as wide as the top-hat is no longer thin
+    assert thin_brightening(raw, 3)[rain].abs().mean() < thin[rain].abs().mean()
+    with pytest.raises(ValueError, match='odd and >= 3'):
+        thin_brightening(raw, 4)
+
+
+def test_detail_align_thin_is_checked_and_a_late_key() -> None:
+    aligned = dict(detail_channels=8, detail_previous=True, detail_align=True)
+    with pytest.raises(ConfigError, match='needs detail_align=True'):
+        RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align_thin=5)
+    for bad in (1, 4, -3):
+        with pytest.raises(ConfigError, match='odd width >= 3'):
+            RainMambaConfig.tiny(detail_align_thin=bad, **aligned)
+    assert 'detail_align_thin' in LATE_KEYS and 'detail_align_thin' not in RainMambaConfig.tiny(**aligned).to_dict()
+    cfg = RainMambaConfig.tiny(detail_align_thin=5, **aligned).to_dict()
+    assert RainMambaConfig.from_dict(cfg).detail_align_thin == 5
+
+
+def test_a_head_reading_thin_brightening_streams_like_the_whole_clip_and_ignores_the_rest() -> None:
+    torch.manual_seed(14)
+    model = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True,
+                                           detail_align_thin=5)).eval()
+    torch.nn.init.normal_(model.detail.out.weight, std=0.05)
+    # the same ops on the same frames, grouped differently: float rounding only (DESIGN.md's 1e-5)
+    assert stream_rel_error(model, torch.rand(2, 5, 3, 40, 56)) <= 1e-5
+    # the last frame's streak (only in the earlier frame) no longer reaches the head: the output
+    # equals that of a model blind to the previous frame wherever the current frame has no streak
+    clip = _panned_clip({1: (96, 98)})[None]
+    raw = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True))
+    raw.load_state_dict(model.state_dict())
+    blind = blind_to_previous(model)
+    with torch.no_grad():
+        gap_thin = (model(clip) - blind(clip))[:, 2].abs()
+        gap_raw = (raw.eval()(clip) - blind(clip))[:, 2].abs()
+    assert gap_raw.max() > 1e-3 and gap_thin.max() < gap_raw.max() / 20, (gap_thin.max(), gap_raw.max())

@@ -45,6 +45,33 @@ def test_blend_mixes_every_float_tensor_by_the_share(tmp_path: Path, capsys) -> 
     assert 'rainmamba blend: 0.7 x' in capsys.readouterr().out
 
 
+def test_blend_takes_the_fine_tune_s_weight_free_keys(tmp_path: Path, capsys) -> None:
+    """A fine-tune that switched on the thin-brightening filter (no weights of its own) blends with
+    its base; the blend runs with the filter, and says so. Other differences are still refused."""
+    aligned = {'detail_channels': 8, 'detail_previous': True, 'detail_align': True}
+    base, tuned = _model(0, **aligned), _model(1, **aligned, detail_align_thin=5)
+    base.save_checkpoint(tmp_path / 'base.pt')
+    tuned.save_checkpoint(tmp_path / 'tuned.pt')
+    assert main(['blend', str(tmp_path / 'base.pt'), str(tmp_path / 'tuned.pt'), '--alpha', '0.5',
+                 '--out', str(tmp_path / 'c.pt')]) == 0
+    assert 'takes the fine-tune\'s detail_align_thin: 0 -> 5' in capsys.readouterr().out
+    got = RainMamba.from_checkpoint(tmp_path / 'c.pt')
+    assert got.config.detail_align_thin == 5
+    b, t = base.state_dict(), tuned.state_dict()
+    for k, v in got.state_dict().items():
+        want = 0.5 * b[k] + 0.5 * t[k] if v.is_floating_point() else b[k]
+        torch.testing.assert_close(v, want, rtol=1e-6, atol=1e-7, msg=k)  # float32 rounding of lerp
+    # the other way round the blend runs without it; a second difference is refused with both named
+    assert main(['blend', str(tmp_path / 'tuned.pt'), str(tmp_path / 'base.pt'), '--alpha', '0.5',
+                 '--out', str(tmp_path / 'd.pt')]) == 0
+    assert RainMamba.from_checkpoint(tmp_path / 'd.pt').config.detail_align_thin == 0
+    _model(2, **aligned, detail_align_thin=5, detail_align_frames=2).save_checkpoint(tmp_path / 'two.pt')
+    assert main(['blend', str(tmp_path / 'base.pt'), str(tmp_path / 'two.pt'), '--alpha', '0.5',
+                 '--out', str(tmp_path / 'e.pt')]) == 2
+    assert 'different architectures (detail_align_frames: 1 vs 2)' in capsys.readouterr().err
+    assert not (tmp_path / 'e.pt').exists()
+
+
 def test_blend_refuses_what_it_cannot_mix(tmp_path: Path, capsys) -> None:
     _model(0).save_checkpoint(tmp_path / 'a.pt')
     _model(1, detail_channels=8).save_checkpoint(tmp_path / 'b.pt')

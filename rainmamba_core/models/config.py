@@ -14,7 +14,7 @@ class ConfigError(RainMambaError, ValueError):
 
 # Config keys added after the first release, with the default that leaves the network as it was.
 LATE_KEYS: dict[str, Any] = {'detail_previous': False, 'detail_align': False, 'detail_context': 0,
-                             'detail_align_frames': 1}
+                             'detail_align_frames': 1, 'detail_align_thin': 0}
 
 
 @dataclass
@@ -36,6 +36,7 @@ class RainMambaConfig:
     detail_previous: bool = False      # the detail head also sees the previous input frame (carried when streaming)
     detail_align: bool = False         # ... moved onto the current frame (phase correlation), as its difference to it
     detail_align_frames: int = 1       # ... from this many earlier frames (1-3, all carried), kept where they agree
+    detail_align_thin: int = 0         # ... keeping only thin bright parts: a top-hat this wide across rows (0: all)
     detail_context: int = 0            # dilation of a residual block in the detail head that widens its view (0: none)
     pad_multiple: int = 8              # H and W are padded (mirror) up to a multiple of this
     window: int = 5                    # frames per clip the model was trained on (windowed mode)
@@ -65,6 +66,12 @@ class RainMambaConfig:
                               f'got {self.detail_align_frames}')
         if self.detail_align_frames > 1 and not self.detail_align:
             raise ConfigError('detail_align_frames > 1 combines aligned differences: it needs detail_align=True')
+        if self.detail_align_thin and (self.detail_align_thin < 3 or self.detail_align_thin % 2 == 0):
+            raise ConfigError(f'detail_align_thin must be 0 (the whole aligned difference) or an odd width >= 3 '
+                              '(the top-hat across rows that keeps the thin bright parts), '
+                              f'got {self.detail_align_thin}')
+        if self.detail_align_thin and not self.detail_align:
+            raise ConfigError('detail_align_thin filters the aligned difference: it needs detail_align=True')
         if self.detail_context < 0:
             raise ConfigError(f'detail_context must be >= 0 (0: no context block), got {self.detail_context}')
         if self.detail_context and not self.detail_channels:

@@ -31,7 +31,7 @@ from rainmamba_core.modules.blocks import MambaLayer
 from rainmamba_core.modules.convnext import ConvNeXt, ProjectionHead
 from rainmamba_core.modules.detail import DetailHead
 from rainmamba_core.modules.temporal import causal_time_apply, step_conv3d, step_conv_transpose3d
-from rainmamba_core.ops.align import agreed_difference
+from rainmamba_core.ops.align import agreed_difference, thin_brightening
 from rainmamba_core.ops.selective_scan import BACKENDS, SelectiveScanError
 from rainmamba_core.paths import DEFAULT_MODEL
 from rainmamba_core.safe_load import safe_load
@@ -312,7 +312,10 @@ class RainMamba(nn.Module):
                                    torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)], dim=1)
                 earlier = [history[:, k - j:k - j + frames].flatten(0, 1) for j in range(1, k + 1)]
                 valid = [there[:, k - j:k - j + frames].flatten() for j in range(1, k + 1)]
-                prev = agreed_difference(x.flatten(0, 1), earlier, valid).view_as(x) * ALIGN_GAIN
+                prev = agreed_difference(x.flatten(0, 1), earlier, valid)
+                if self.config.detail_align_thin:
+                    prev = thin_brightening(prev, self.config.detail_align_thin)
+                prev = prev.view_as(x) * ALIGN_GAIN
             if return_state:
                 new_state['detail.prev'] = history[:, -1]
                 for j in range(2, k + 1):
@@ -449,6 +452,7 @@ def _config_summary(cfg: RainMambaConfig) -> str:
             + (', detail_previous=True' if cfg.detail_previous else '')
             + (', detail_align=True' if cfg.detail_align else '')
             + (f', detail_align_frames={cfg.detail_align_frames}' if cfg.detail_align_frames > 1 else '')
+            + (f', detail_align_thin={cfg.detail_align_thin}' if cfg.detail_align_thin else '')
             + (f', detail_context={cfg.detail_context}' if cfg.detail_context else ''))
 
 

@@ -178,3 +178,28 @@ def agreed_difference(current: torch.Tensor, previous: list[torch.Tensor], valid
         agreed = torch.where(both, torch.where(same, smaller, torch.zeros_like(diff)), agreed + diff)
         have = torch.maximum(have, there)
     return agreed.to(current.dtype)
+
+
+def thin_brightening(diff: torch.Tensor, width: int) -> torch.Tensor:
+    """The parts of an aligned difference where the current frame is brighter in thin, steep lines.
+
+    ``diff`` is (earlier frame moved onto the current one) minus the current one, so a bright
+    streak of the current frame is negative there, an earlier frame's streak positive, and what
+    one translation does not align (an object moving on its own, the scene of a camera moving
+    forward) leaves both signs over areas as wide as the motion. A white top-hat across rows
+    (the brightening minus its opening by ``width`` pixels in a row) keeps only what is narrower
+    than ``width`` across: a streak falling within about 60 degrees of vertical, not an object's
+    band. Earlier frames' rain and every darkening are dropped.
+
+    Args:
+        diff: (N, C, H, W) aligned difference, as from `agreed_difference`.
+        width: odd >= 3, the widest structure kept is ``width - 1`` pixels across.
+    Returns:
+        (N, C, H, W) <= 0, in ``diff``'s dtype.
+    """
+    if width < 3 or width % 2 == 0:
+        raise ValueError(f'thin_brightening: width must be odd and >= 3, got {width}')
+    bright = torch.relu(-diff)
+    kernel, pad = (1, width), (0, width // 2)
+    opened = F.max_pool2d(-F.max_pool2d(-bright, kernel, 1, pad), kernel, 1, pad)  # erosion, then dilation
+    return opened - bright

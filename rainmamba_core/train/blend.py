@@ -13,7 +13,10 @@ measures it on the bundled default and its real-rain fine-tune, and the bundled 
 such a blend (`scripts/train_default.sh`). The checkpoint keeps both inputs' training summaries.
 
 Both models must have the same configuration and the same keys and shapes; integer buffers must
-be equal. Anything else is refused with what differs.
+be equal. Anything else is refused with what differs. The one exception is a key that adds no
+weights (``WEIGHT_FREE_KEYS``: ``detail_align_thin``, what the detail head is shown): a fine-tune
+that switched it on blends with its base, and the blend runs with the fine-tune's value (said on
+the console).
 """
 from __future__ import annotations
 
@@ -54,6 +57,12 @@ def blend_state_dicts(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tens
     return {k: (torch.lerp(v, tuned[k], alpha) if v.is_floating_point() else v.clone()) for k, v in base.items()}
 
 
+# Config keys that change what a layer is shown but add no weights: two models that differ only in
+# them still blend (a fine-tune that switched one on from its base), and the blend takes the
+# fine-tune's value.
+WEIGHT_FREE_KEYS = ('detail_align_thin',)
+
+
 def _training_summary(path: Path) -> dict:
     return torch.load(path, map_location='cpu', weights_only=True).get('training') or {}
 
@@ -81,11 +90,19 @@ def run(args: argparse.Namespace) -> int:
     tuned = RainMamba.from_checkpoint(args.tuned)
     # every field (to_dict leaves out late keys at their default, which would read as None here)
     a, b = dataclasses.asdict(base.config), dataclasses.asdict(tuned.config)
-    differ = [f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    # a key that adds no weights (what the head is shown) may differ: the blend runs the fine-tune's
+    taken = [f'{k}: {a[k]!r} -> {b[k]!r}' for k in WEIGHT_FREE_KEYS if a.get(k) != b.get(k)]
+    differ = [f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in sorted(set(a) | set(b))
+              if a.get(k) != b.get(k) and k not in WEIGHT_FREE_KEYS]
     if differ:
         raise BlendError(f'{base_path} and {args.tuned} have different architectures ({"; ".join(differ)}): '
                          'only models trained from one model (a fine-tune and its base, or two fine-tunes '
                          'of it) can be blended')
+    if taken:
+        moved = RainMamba(tuned.config)
+        moved.load_state_dict(base.state_dict())
+        base = moved
+        print(f'rainmamba blend: the blend takes the fine-tune\'s {"; ".join(taken)} (no weights depend on it)')
     base.load_state_dict(blend_state_dicts(base.state_dict(), tuned.state_dict(), args.alpha))
     # each input's own training summary goes along, so a blend of blends still says how every
     # part of it was trained (the bundled default is one: scripts/train_default.sh)
