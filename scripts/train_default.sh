@@ -11,10 +11,12 @@
 # `--config tiny_cpu_composite` on 8-frame clips: the composite look of NTURain's rain; stage 11b,
 # the same on larger crops, stage 12, that fine-tuned with real rain, and the default a blend of
 # the weights of stages 11, 11b and 12 (`rainmamba blend`); stages 11-12 grow the detail head by
-# the aligned previous frame (session 18). Stages 1-8
+# the aligned previous frame (session 18); stages 13-15 show the head only the thin brightening of
+# that difference and train in NTURain a2's looks, on larger crops and with real rain, and the
+# default blends them into the session-18 soup (session 25). Stages 1-8
 # take about 6.7 h on an idle 2-core CPU, stage 9 about 1 h (2,000 steps of 4 x 112² x 2 at about
 # 0.5-0.6 it/s), stage 10 about 52 min (1,800 steps), stage 11 about 25-35 min (2,400 steps of one
-# 8-frame clip), stage 11b about 55 min, stage 12 about 21 min
+# 8-frame clip), stage 11b about 55 min, stage 12 about 21 min, stages 13-15 about 30 min together
 # (stage times in the model card); keep other CPU work off the machine meanwhile. Re-running the
 # script skips finished stages and resumes an interrupted one exactly from its last checkpoint.
 # The result is OUT_DIR/default_tiny.pt (the same file format as the bundled one).
@@ -105,7 +107,26 @@ blend() {
     fi
 }
 blend "$out/stage11b_aligned/model_final.pt" "$out/stage12_aligned/model_final.pt" 0.3 "$out/crop160_real_blend.pt"
-blend "$out/stage11_aligned/model_final.pt" "$out/crop160_real_blend.pt" 0.5 "$out/default_tiny.pt"
+blend "$out/stage11_aligned/model_final.pt" "$out/crop160_real_blend.pt" 0.5 "$out/soup_session18.pt"
+# Session 25: the detail head is shown only the thin brightening of the aligned difference
+# (detail_align_thin=5: this frame's streaks, not the last frame's rain nor the bands of scene one
+# translation leaves). Stage 13: half the clips are procedural scenes in NTURain a2's looks
+# (composite, nturain, sharp), from the session-18 soup; stage 14: the usual mix on 160² crops;
+# stage 15: stage 14 fine-tuned with real rain (stage 12's options at 112²). The default is the
+# session-18 soup blended 45 % towards 0.7 x stage 14 + 0.3 x stage 15 (the blend takes the
+# fine-tune's detail_align_thin: it adds no weights). About 12, 10 and 8 min on an idle CPU.
+thin=("${aligned[@]}" model.overrides.detail_align_thin=5 data.frames=8 data.batch=1 train.lr=1e-4)
+stage stage13_thin_procedural --config tiny_cpu_composite model.init_from="$out/soup_session18.pt" \
+    "${thin[@]}" train.seed=23 train.iterations=1000 train.ckpt_interval=250 train.keep_last=4 \
+    data.options.procedural_prob=0.5 "data.options.procedural_bases={composite: 0.5, nturain: 0.25, sharp: 0.25}"
+stage stage14_thin_crop160 --config tiny_cpu_composite model.init_from="$out/stage13_thin_procedural/model_final.pt" \
+    "${thin[@]}" data.crop=160 train.seed=29 train.iterations=400 train.ckpt_interval=200 train.keep_last=4
+stage stage15_thin_real --config tiny_cpu_composite model.init_from="$out/stage14_thin_crop160/model_final.pt" \
+    "${thin[@]}" train.seed=21 train.iterations=600 train.ckpt_interval=200 train.keep_last=4 \
+    "data.options.real_roots=[${RAINMAMBA_SHARED:-/work/shared}/data/real_rain_yard]" data.options.real_prob=0.25 \
+    data.options.real_holdout=14 data.options.real_outside_weight=0.1
+blend "$out/stage14_thin_crop160/model_final.pt" "$out/stage15_thin_real/model_final.pt" 0.3 "$out/thin_real_blend.pt"
+blend "$out/soup_session18.pt" "$out/thin_real_blend.pt" 0.45 "$out/default_tiny.pt"
 if [ "${DRY_RUN:-0}" != 1 ]; then
     echo "[train_default] wrote $out/default_tiny.pt; evaluate it with:"
     echo "  $run eval --suite generalisation --model $out/default_tiny.pt --out out/eval/suite"

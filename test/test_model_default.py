@@ -85,8 +85,10 @@ def test_bundled_default_leaves_clean_video_alone(shared) -> None:
 def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """scripts/train_default.sh's last stages and blends are the recipe stored inside the shipped weights.
 
-    The default is `blend(stage 11, blend(stage 11b, stage 12, 0.3), 0.5)`; each blend keeps its
-    inputs' training summaries, so the three runs' configs are all in the file.
+    The default is `blend(soup, blend(stage 14, stage 15, 0.3), 0.45)` with the session-18 soup
+    `blend(stage 11, blend(stage 11b, stage 12, 0.3), 0.5)`; each blend keeps its inputs' training
+    summaries, so the five runs' configs are all in the file (stage 13 is stage 14's start: its
+    config is not stored).
     """
     import shlex
     import subprocess
@@ -103,7 +105,7 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
              if line.startswith('[train_default]')]
     stages = {Path(c[c.index('--out') + 1]).name: c for c in lines if c[1] == 'train'}
     blends = [c for c in lines if c[1] == 'blend']
-    assert len(stages) == 13 and len(blends) == 2 and not any(tmp_path.iterdir())  # prints, writes nothing
+    assert len(stages) == 16 and len(blends) == 4 and not any(tmp_path.iterdir())  # prints, writes nothing
 
     def planned(name: str) -> dict:
         cmd = stages[name]
@@ -127,15 +129,22 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
                     assert keys.pop(key) == defaults[section][key], f'{section}.{key} is not its default'
         assert plan == stored
 
-    shipped = torch.load(rm.DEFAULT_MODEL, weights_only=True)['training']['blend']
-    inner = shipped['tuned_training']['blend']
+    top = torch.load(rm.DEFAULT_MODEL, weights_only=True)['training']['blend']
+    thin = top['tuned_training']['blend']
+    soup = top['base_training']['blend']
+    inner = soup['tuned_training']['blend']
     # the script's blends, in order, and what each mixes
-    assert [(Path(b[2]).parent.name, Path(b[3]).name, float(b[5])) for b in blends] == [
-        ('stage11b_aligned', 'model_final.pt', 0.3), ('stage11_aligned', 'crop160_real_blend.pt', 0.5)]
-    assert (shipped['alpha'], inner['alpha']) == (0.5, 0.3)
-    same(planned('stage11_aligned'), shipped['base_training']['train_config'])
+    assert [(Path(b[2]).parent.name, Path(b[2]).name, Path(b[3]).name, float(b[5])) for b in blends] == [
+        ('stage11b_aligned', 'model_final.pt', 'model_final.pt', 0.3),
+        ('stage11_aligned', 'model_final.pt', 'crop160_real_blend.pt', 0.5),
+        ('stage14_thin_crop160', 'model_final.pt', 'model_final.pt', 0.3),
+        ('runs', 'soup_session18.pt', 'thin_real_blend.pt', 0.45)]
+    assert (top['alpha'], thin['alpha'], soup['alpha'], inner['alpha']) == (0.45, 0.3, 0.5, 0.3)
+    same(planned('stage11_aligned'), soup['base_training']['train_config'])
     same(planned('stage11b_aligned'), inner['base_training']['train_config'])
     same(planned('stage12_aligned'), inner['tuned_training']['train_config'])
+    same(planned('stage14_thin_crop160'), thin['base_training']['train_config'])
+    same(planned('stage15_thin_real'), thin['tuned_training']['train_config'])
 
 
 def held_out_gains(shared, preset: str) -> list[float]:
