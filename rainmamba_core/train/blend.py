@@ -99,14 +99,12 @@ def run(args: argparse.Namespace) -> int:
                          'only models trained from one model (a fine-tune and its base, or two fine-tunes '
                          'of it) can be blended')
     if taken:
-        moved = RainMamba(tuned.config)
-        moved.load_state_dict(base.state_dict())
-        base = moved
         print(f'rainmamba blend: the blend takes the fine-tune\'s {"; ".join(taken)} (no weights depend on it)')
-    base.load_state_dict(blend_state_dicts(base.state_dict(), tuned.state_dict(), args.alpha))
+    blended = RainMamba(tuned.config) if taken else base
+    blended.load_state_dict(blend_state_dicts(base.state_dict(), tuned.state_dict(), args.alpha))
     # each input's own training summary goes along, so a blend of blends still says how every
     # part of it was trained (the bundled default is one: scripts/train_default.sh)
-    base.save_checkpoint(out, extra={'training': {'blend': {
+    blended.save_checkpoint(out, extra={'training': {'blend': {
         'base': str(args.base), 'tuned': str(args.tuned), 'alpha': float(args.alpha),
         'base_training': _training_summary(base_path), 'tuned_training': _training_summary(Path(args.tuned))}}})
     print(f'rainmamba blend: {1 - args.alpha:g} x {args.base} + {args.alpha:g} x {args.tuned} -> {out}')
