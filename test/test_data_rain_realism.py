@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rainmamba_core.data.clips import builtin_scene
-from rainmamba_core.data.rain_realism import CameraPipeline, apply_camera, random_camera, random_rain
+from rainmamba_core.data.rain_realism import CameraPipeline, apply_camera, camera_stages, random_camera, random_rain
 from rainmamba_core.data.synthetic_rain import RainError, RainGenerator, RainParams, streak_kernel
 
 
@@ -106,6 +106,25 @@ def test_camera_pipeline_is_identical_on_both_clips_and_identity_when_off() -> N
     assert np.array_equal(same, clean)
     with pytest.raises(RainError, match='jpeg_quality'):
         apply_camera([clean], CameraPipeline(jpeg_quality=0), rng)
+
+
+def test_camera_stages_give_the_frames_before_the_codec_with_the_same_draws() -> None:
+    clean = np.stack([builtin_scene(48, 64, seed=1)] * 2)
+    rainy = clean.copy()
+    rainy[:, 10:20, 30] = 255
+    cam = CameraPipeline(blur=0.5, noise=2.0, jpeg_quality=60)
+    after, before = camera_stages([rainy, clean], cam, np.random.default_rng(3))
+    # the whole camera: what apply_camera gives from the same generator state
+    for a, b in zip(after, apply_camera([rainy, clean], cam, np.random.default_rng(3))):
+        assert np.array_equal(a, b)
+    # before the codec: the same blur and noise draw without the JPEG step
+    for a, b in zip(before, apply_camera([rainy, clean], dataclasses.replace(cam, jpeg_quality=None),
+                                         np.random.default_rng(3))):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(after[1], before[1])  # quality 60 changes the clean frames
+    # without a codec the two stages are the same frames
+    after, before = camera_stages([clean], dataclasses.replace(cam, jpeg_quality=None), np.random.default_rng(3))
+    assert np.array_equal(after[0], before[0])
 
 
 def test_random_camera_ranges() -> None:

@@ -84,6 +84,32 @@ def test_rainy_items_differ_from_clean_and_evaluation_is_deterministic(videos: P
     assert list(np.diff(frame_numbers(a['gt'], 2))) == [2, 2]
 
 
+def test_rain_oracle_puts_the_rain_pixels_back_as_they_were_before_the_codec(tmp_path: Path) -> None:
+    from rainmamba_core.data.clips import builtin_clip
+    root = tmp_path / 'videos'
+    for k, frame in enumerate(builtin_clip(6, 96, 128, seed=3)):  # a textured scene for the codec to miss
+        write_image(root / HELDOUT_VIDEOS[0] / f'{k:05d}.png', frame)
+    common = dict(frames=3, train=False, split='heldout', presets=['nturain', 'storm'], size=(96, 128))
+    plain = VideoRainDataset([root], **common)
+    with_oracle = VideoRainDataset([root], rain_oracle=True, **common)
+    no_camera = VideoRainDataset([root], rain_oracle=True, camera=False, **common)
+    for i in range(len(plain)):
+        a, b = plain[i], with_oracle[i]
+        assert 'oracle' not in a
+        # the same draws: input and target do not change when the oracle is asked for
+        assert np.array_equal(a['lq'].numpy(), b['lq'].numpy()) and np.array_equal(a['gt'].numpy(), b['gt'].numpy())
+        lq, gt, oracle = (b[k].numpy() for k in ('lq', 'gt', 'oracle'))
+        assert (oracle != lq).any(axis=1).mean() > 0.05  # the rain's pixels were given back
+        # a perfect rain remover is nearer the target than the input (storm's dense rain: by far),
+        # but not on it where the codec ran: the target holds the codec's error around the rain
+        err, before = np.mean((oracle - gt) ** 2), np.mean((lq - gt) ** 2)
+        assert 0 < err < (0.5 if 'storm' in b['key'] else 1.0) * before
+        # without the camera's codec there is nothing it cannot see: it is the target
+        c = no_camera[i]
+        assert np.array_equal(c['oracle'].numpy(), c['gt'].numpy())
+    assert 'oracle' not in VideoRainDataset([root], rain_oracle=True, frames=3, split='all', crop=32)[0]  # training
+
+
 def test_stills_join_training(videos: Path, tmp_path: Path) -> None:
     ds = VideoRainDataset([videos], frames=2, crop=24, still_prob=1.0, builtin_scenes=2)
     np.random.seed(0)

@@ -82,9 +82,14 @@ def test_identity_and_darkening_models_score_as_they_must(fake_shared: Path, tmp
     assert rows['real_rain_yard rain lines left (%)']['identity'] == pytest.approx(100.0)
     assert rows['real_rain_yard scene lines kept (%)']['identity'] == pytest.approx(100.0)
     assert change['darker'] == pytest.approx(6.0, abs=0.5)
+    # the rain oracle: a reference column on the held-out video rows only; it removes the rain
+    oracle_rows = [r for r, v in rows.items() if 'rain oracle' in v]
+    assert oracle_rows and all(r.startswith('video') or r.startswith('brightness') for r in oracle_rows)
+    assert rows['video/storm gain (dB)']['rain oracle'] > 3.0
     paths = write_suite_report(res, tmp_path / 'rep', meta={'models': 'test'})
     md = paths['markdown'].read_text()
     assert '| nturain_a2 gain (dB) |' in md and '>= +1.5 dB' in md
+    assert '**rain oracle**' in md
     assert (tmp_path / 'rep' / 'images' / 'real_rain_yard.png').is_file()
     assert (tmp_path / 'rep' / 'suite.json').is_file()
 
@@ -120,7 +125,7 @@ def test_suite_cli_with_a_model(fake_shared: Path, tmp_path: Path) -> None:
                  '--suite-frames', '3', '--suite-size', '32', '48', '--out', str(tmp_path / 'out')])
     assert code == 0
     md = (tmp_path / 'out' / 'suite.md').read_text()
-    assert '| row | tiny | rainy input | temporal median | target |' in md  # the model's column
+    assert '| row | tiny | rainy input | temporal median | rain oracle | target |' in md  # the model's column
     assert '| clean output vs input, worst frame (dB) |' in md
     code = main(['eval', '--suite', 'generalisation', '--shared-data', str(tmp_path / 'absent'),
                  '--out', str(tmp_path / 'o2')])

@@ -130,20 +130,36 @@ def apply_camera(clips: Sequence[np.ndarray], camera: CameraPipeline,
     Returns:
         New (T, H, W, 3) uint8 arrays, in the order given.
     """
+    return camera_stages(clips, camera, rng)[0]
+
+
+def camera_stages(clips: Sequence[np.ndarray], camera: CameraPipeline,
+                  rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """:func:`apply_camera`, also giving each clip as it was before the JPEG step.
+
+    The same draws from ``rng`` as :func:`apply_camera`. The frames before the codec say what a
+    perfect rain remover could give back without knowing the codec (the generalisation suite's
+    ``rain oracle``): where the camera compresses, the clean target holds the codec's error too.
+
+    Returns:
+        (after the whole camera, before its JPEG step): two lists of (T, H, W, 3) uint8 arrays
+        in the order given; the same arrays twice when the camera does not compress.
+    """
     camera.validate()
     shape = clips[0].shape
     if any(c.shape != shape for c in clips):
         raise RainError(f'apply_camera: clips differ in shape {[c.shape for c in clips]}; expected aligned clips')
     noise = rng.normal(0.0, camera.noise, shape).astype(np.float32) if camera.noise > 0 else None
-    out = []
+    out, before = [], []
     for clip in clips:
         frames = clip.astype(np.float32)
         if camera.blur > 0:
             frames = np.stack([cv2.GaussianBlur(f, (0, 0), camera.blur) for f in frames])
         if noise is not None:
             frames += noise
-        frames = np.clip(frames + 0.5, 0, 255).astype(np.uint8)
+        frames = np.ascontiguousarray(np.clip(frames + 0.5, 0, 255).astype(np.uint8))
+        before.append(frames)
         if camera.jpeg_quality is not None:
-            frames = np.stack([_jpeg(f, camera.jpeg_quality) for f in frames])
-        out.append(np.ascontiguousarray(frames))
-    return out
+            frames = np.ascontiguousarray(np.stack([_jpeg(f, camera.jpeg_quality) for f in frames]))
+        out.append(frames)
+    return out, before

@@ -65,7 +65,7 @@ from torch.utils.data import Dataset
 from .clips import CameraMotion, builtin_scene, list_images, natural_key, read_image, resize_to, still_to_clip
 from .datasets import BUILTIN_SEED0, DatasetError, _global_rng, to_tensor_clip
 from .procedural import procedural_layers, procedural_scene
-from .rain_realism import apply_camera, random_camera, random_rain
+from .rain_realism import camera_stages, random_camera, random_rain
 from .real_rain import RealRainClips
 from .synthetic_rain import RainGenerator, RainParams
 
@@ -160,6 +160,11 @@ class VideoRainDataset(Dataset):
             1.3-3 times as far as the scene behind it (``PARALLAX``), as near things do: the
             aligned difference then holds scene at the layer's edges and is clean elsewhere, as on
             a2 (palms before a facade) and on footage. 0: none, and no random numbers are drawn.
+        rain_oracle: evaluation items also carry ``'oracle'``: the input with every pixel the
+            rain changed put back as the camera saw it without rain *before its JPEG step*
+            (a perfect rain remover that does not know the codec; where the camera compresses,
+            the target holds the codec's error around the rain, which no derainer can see). The
+            same draws, so ``lq`` and ``gt`` are those of an item without it. Ignored in training.
     """
 
     def __init__(self, video_roots: Sequence[str | Path], frames: int = 4, crop: int | None = 128,
@@ -177,7 +182,8 @@ class VideoRainDataset(Dataset):
                  real_roots: Sequence[str | Path] = (), real_prob: float = 0.0, real_holdout: int = 0,
                  real_outside_weight: float = 1.0, procedural_prob: float = 0.0,
                  procedural_bases: dict[str, float] | None = None, procedural_zoom: float = 0.0,
-                 procedural_roll: float = 0.0, procedural_parallax: float = 0.0) -> None:
+                 procedural_roll: float = 0.0, procedural_parallax: float = 0.0,
+                 rain_oracle: bool = False) -> None:
         if isinstance(video_roots, (str, Path)):
             video_roots = [video_roots]
         videos = find_videos(video_roots)
@@ -235,6 +241,7 @@ class VideoRainDataset(Dataset):
         if not 0.0 <= procedural_parallax <= 1.0:
             raise DatasetError(f'procedural_parallax={procedural_parallax}: expected 0 <= procedural_parallax <= 1')
         self.procedural_parallax = float(procedural_parallax)
+        self.rain_oracle = bool(rain_oracle) and not train
         self.real = RealRainClips(real_roots, holdout=real_holdout) if train and real_prob > 0 else None
         self.videos, self.frames, self.crop, self.train = videos, frames, crop, train
         self.stride, self.eval_stride = (lo, hi), eval_stride
@@ -385,9 +392,13 @@ class VideoRainDataset(Dataset):
             params = random_rain(rng, base=preset, bases=bases)
             look = preset or 'random'
             lq = RainGenerator(params, int(rng.integers(2 ** 63 - 1))).render_clip(clean).rainy
+        lq_raw, clean_raw = lq, clean
         if self.camera:
-            lq, clean = apply_camera([lq, clean], random_camera(rng), rng)
+            (lq, clean), (lq_raw, clean_raw) = camera_stages([lq, clean], random_camera(rng), rng)
         item = {'lq': to_tensor_clip(lq), 'gt': to_tensor_clip(clean), 'key': f'{name}/{look}/{index}'}
+        if self.rain_oracle:  # every pixel the rain changed given back as it was before the codec
+            touched = (lq_raw != clean_raw).any(axis=-1, keepdims=True)
+            item['oracle'] = to_tensor_clip(np.where(touched, clean_raw, lq))
         if self.real is not None and self.real_outside_weight < 1.0:  # one batch layout for every item
             item['weight'] = torch.ones(t, 1, *item['gt'].shape[-2:])
         return item

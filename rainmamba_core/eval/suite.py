@@ -12,6 +12,12 @@ pedestrian          real greyscale video with light rain (24 frames; replicated 
 video/<preset>      held-out real videos (never trained on) with this project's rain, one row
                     per preset: gain, and better than the temporal median?
 video_stride4       the same clips with every 4th frame (frames the node skipped): gain
+rain oracle         a reference column on the video rows: the input with every pixel the rain
+                    changed put back as it was before the camera's JPEG step (a perfect rain
+                    remover that does not know the codec). Where the camera compresses hard,
+                    the target holds the codec's error around the rain, which no derainer sees:
+                    then the oracle's gain is small or negative and the look's gain says more
+                    about the codec than about the rain left
 clean               held-out clean clips, 24 frames at stride 4 (fast motion), output vs input:
                     mean and worst frame (ghosting shows as a bad frame)
 nturain_a2 clean    a2's 9 clean frames streamed, output vs input: do no harm on a sharp scene
@@ -179,8 +185,11 @@ def frame_psnrs(out: np.ndarray, gt: np.ndarray) -> list[float]:
     return [min(psnr(o, g), 100.0) for o, g in zip(out, gt)]  # identical frames: 100, not inf
 
 
-def video_clips(opts: SuiteOptions, preset: str | None, stride: int, frames: int | None = None) -> Iterator[Clip]:
-    """Held-out video clips; preset None gives the clean clips (camera pipeline, no rain)."""
+def video_clips(opts: SuiteOptions, preset: str | None, stride: int, frames: int | None = None,
+                with_oracle: bool = False) -> Iterator[tuple]:
+    """Held-out video clips (name, rainy, clean); preset None gives the clean clips (camera
+    pipeline, no rain). ``with_oracle`` adds a fourth element, the rain oracle's output (see the
+    module doc, :class:`~rainmamba_core.data.video_rain.VideoRainDataset`'s ``rain_oracle``)."""
     from rainmamba_core.data.video_rain import VideoRainDataset
     roots = [opts.shared_data / n for n in ('clean_video_udacity', 'clean_video_intel')]
     roots = [r for r in roots if r.is_dir()]
@@ -188,17 +197,22 @@ def video_clips(opts: SuiteOptions, preset: str | None, stride: int, frames: int
         return
     ds = VideoRainDataset(roots, frames=frames or opts.frames, train=False, split='heldout',
                           presets=[preset or 'light'], eval_stride=stride, size=opts.size,
-                          seed=opts.seed + (0 if preset else 1))
+                          seed=opts.seed + (0 if preset else 1), rain_oracle=with_oracle)
     for i in range(len(ds)):
         item = ds[i]
         gt = to_uint8(item['gt'])
         lq = gt if preset is None else to_uint8(item['lq'])
-        yield item['key'].split('/')[0], lq, gt
+        if with_oracle:
+            yield item['key'].split('/')[0], lq, gt, (lq if preset is None else to_uint8(item['oracle']))
+        else:
+            yield item['key'].split('/')[0], lq, gt
 
 
-def suite_sets(opts: SuiteOptions) -> tuple[dict[str, list[Clip]], list[str]]:
-    """The sets as lists of (name, rainy, gt) clips, and notes on the sets that are missing."""
+def suite_sets(opts: SuiteOptions) -> tuple[dict[str, list[Clip]], list[str], dict[str, list[np.ndarray]]]:
+    """The sets as lists of (name, rainy, gt) clips, notes on the sets that are missing, and the
+    rain oracle's output for each clip of the sets that have one (the held-out video looks)."""
     sets: dict[str, list[Clip]] = {}
+    oracles: dict[str, list[np.ndarray]] = {}
     notes = []
     d = opts.shared_data
     for key, folder in (('nturain_a2', 'nturain_a2'), ('pedestrian', 'paired_pmog_pedestrian')):
@@ -210,8 +224,10 @@ def suite_sets(opts: SuiteOptions) -> tuple[dict[str, list[Clip]], list[str]]:
             notes.append(f'{key}: {d / folder} is missing; skipped')
     if any((d / n).is_dir() for n in ('clean_video_udacity', 'clean_video_intel')):
         for p in opts.presets:
-            sets[f'video/{p}'] = list(video_clips(opts, p, 1))
-            sets[f'video_stride{opts.stride}/{p}'] = list(video_clips(opts, p, opts.stride))
+            for key, stride in ((f'video/{p}', 1), (f'video_stride{opts.stride}/{p}', opts.stride)):
+                clips = list(video_clips(opts, p, stride, with_oracle=True))
+                sets[key] = [c[:3] for c in clips]
+                oracles[key] = [c[3] for c in clips]
         sets['clean'] = list(video_clips(opts, None, opts.stride, opts.clean_frames))
     else:
         notes.append(f'held-out videos: {d}/clean_video_* are missing; skipped')
@@ -219,7 +235,14 @@ def suite_sets(opts: SuiteOptions) -> tuple[dict[str, list[Clip]], list[str]]:
         sets['real_rain_yard'] = list(folder_clips(d / 'real_rain_yard' / 'rain', opts.real_frames))
     else:
         notes.append('real_rain_yard: missing; no real-rain images')
-    return sets, notes
+    return sets, notes, oracles
+
+
+RAIN_ORACLE = 'rain oracle'
+
+
+def _oracle_placeholder(rainy: np.ndarray) -> np.ndarray:
+    raise EvalError('the rain oracle is not a function of the rainy clip: run_suite reads its output from suite_sets')
 
 
 def _mean(xs: list[float]) -> float:
@@ -236,10 +259,12 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
     """
     if not models:
         raise EvalError('run_suite: no model to evaluate')
-    sets, notes = suite_sets(opts)
+    sets, notes, oracles = suite_sets(opts)
     methods: dict[str, ClipFn] = dict(models)
     methods['rainy input'] = rainy_input
     methods['temporal median'] = temporal_median
+    if oracles:
+        methods[RAIN_ORACLE] = _oracle_placeholder
     per_set: dict[str, dict[str, dict[str, float]]] = {}
     images: list[tuple[str, list[tuple[str, np.ndarray]]]] = []
     bright: dict[str, list[float]] = {m: [] for m in methods}
@@ -257,9 +282,11 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
         for m, fn in methods.items():
             if name in ('clean', 'nturain_a2_clean') and m not in models:
                 continue
+            if m == RAIN_ORACLE and name not in oracles:
+                continue
             scores, outs, lines_out, changes = [], [], [], []
-            for clip_name, rainy, gt in clips:
-                out = to_uint8(np.asarray(fn(rainy)))
+            for i, (clip_name, rainy, gt) in enumerate(clips):
+                out = oracles[name][i] if m == RAIN_ORACLE else to_uint8(np.asarray(fn(rainy)))
                 if out.shape != rainy.shape:
                     raise EvalError(f'{m} returned {out.shape} for {name}/{clip_name} of shape {rainy.shape}')
                 outs.append(out)
@@ -287,7 +314,8 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
                     for label, v in rain_scene_shares(masks, [outs[i] for i in moving]).items():
                         no_ref.setdefault(f'{name} {label} (%)', {})[m] = v
                 no_ref.setdefault(f'{name} mean change (grey levels)', {})[m] = _mean(changes)
-            if clips and (name in ('nturain_a2', 'pedestrian', 'real_rain_yard', 'video/nturain', 'video/storm')):
+            if clips and m != RAIN_ORACLE and (name in ('nturain_a2', 'pedestrian', 'real_rain_yard',
+                                                         'video/nturain', 'video/storm')):
                 t = len(clips[0][1]) - 1 if name != 'real_rain_yard' else 0
                 _add_image(images, name, m, clips[0][1][t], outs[0][t], clips[0][2], t)
         shown = per_set[name] or no_ref.get(f'{name} thin bright lines left (%)', {})
@@ -385,7 +413,13 @@ def write_suite_report(results: dict[str, Any], out_dir: str | Path,
     lines += [f'- **{k}**: {v}' for k, v in (meta or {}).items()]
     o = results['options']
     lines += [f'- held-out videos: {o["frames"]} frames at {o["size"][0]}x{o["size"][1]}, presets '
-              f'{", ".join(o["presets"])}, seed {o["seed"]}; PSNR: RGB 0-255, mean over frames then clips', '']
+              f'{", ".join(o["presets"])}, seed {o["seed"]}; PSNR: RGB 0-255, mean over frames then clips']
+    if RAIN_ORACLE in methods:
+        lines += [f'- **{RAIN_ORACLE}** (video rows, a reference, not a model): the input with every pixel the rain '
+                  "changed put back as it was before the camera's JPEG step, i.e. a perfect rain remover that does "
+                  "not know the codec. The target holds the codec's error around the rain too: where the oracle "
+                  'gains little, so can any derainer']
+    lines += ['']
     lines += ['| row | ' + ' | '.join(methods) + ' | target |', '| --- |' + ' --- |' * (len(methods) + 1)]
     for row, vals in rows.items():
         target = target_for(row)
