@@ -12,11 +12,12 @@
 # the same on larger crops, stage 12, that fine-tuned with real rain, and the default a blend of
 # the weights of stages 11, 11b and 12 (`rainmamba blend`); stages 11-12 grow the detail head by
 # the aligned previous frame (session 18); stages 13-15 show the head only the thin brightening of
-# that difference and train in NTURain a2's looks, on larger crops and with real rain, and the
-# default blends them into the session-18 soup (session 25). Stages 1-8
+# that difference and train in NTURain a2's looks, on larger crops and with real rain (session 25),
+# three times with different seeds (session 26), and the default blends the average of the three
+# into the session-18 soup. Stages 1-8
 # take about 6.7 h on an idle 2-core CPU, stage 9 about 1 h (2,000 steps of 4 x 112² x 2 at about
 # 0.5-0.6 it/s), stage 10 about 52 min (1,800 steps), stage 11 about 25-35 min (2,400 steps of one
-# 8-frame clip), stage 11b about 55 min, stage 12 about 21 min, stages 13-15 about 30 min together
+# 8-frame clip), stage 11b about 55 min, stage 12 about 21 min, stages 13-15 about 30 min together per seed
 # (stage times in the model card); keep other CPU work off the machine meanwhile. Re-running the
 # script skips finished stages and resumes an interrupted one exactly from its last checkpoint.
 # The result is OUT_DIR/default_tiny.pt (the same file format as the bundled one).
@@ -112,21 +113,33 @@ blend "$out/stage11_aligned/model_final.pt" "$out/crop160_real_blend.pt" 0.5 "$o
 # (detail_align_thin=5: this frame's streaks, not the last frame's rain nor the bands of scene one
 # translation leaves). Stage 13: half the clips are procedural scenes in NTURain a2's looks
 # (composite, nturain, sharp), from the session-18 soup; stage 14: the usual mix on 160² crops;
-# stage 15: stage 14 fine-tuned with real rain (stage 12's options at 112²). The default is the
-# session-18 soup blended 45 % towards 0.7 x stage 14 + 0.3 x stage 15 (the blend takes the
-# fine-tune's detail_align_thin: it adds no weights). About 12, 10 and 8 min on an idle CPU.
+# stage 15: stage 14 fine-tuned with real rain (stage 12's options at 112²), each blended as
+# 0.7 x stage 14 + 0.3 x stage 15 (the blend takes the fine-tune's detail_align_thin: it adds no
+# weights). Session 26: the same three stages with two more seeds (b: 31, 37, 41; c: 43, 47, 53),
+# the three seeds' blends averaged, and the default is the session-18 soup blended 70 % towards
+# that average. About 12, 10 and 8 min per seed on an idle CPU.
 thin=("${aligned[@]}" model.overrides.detail_align_thin=5 data.frames=8 data.batch=1 train.lr=1e-4)
-stage stage13_thin_procedural --config tiny_cpu_composite model.init_from="$out/soup_session18.pt" \
-    "${thin[@]}" train.seed=23 train.iterations=1000 train.ckpt_interval=250 train.keep_last=4 \
-    data.options.procedural_prob=0.5 "data.options.procedural_bases={composite: 0.5, nturain: 0.25, sharp: 0.25}"
-stage stage14_thin_crop160 --config tiny_cpu_composite model.init_from="$out/stage13_thin_procedural/model_final.pt" \
-    "${thin[@]}" data.crop=160 train.seed=29 train.iterations=400 train.ckpt_interval=200 train.keep_last=4
-stage stage15_thin_real --config tiny_cpu_composite model.init_from="$out/stage14_thin_crop160/model_final.pt" \
-    "${thin[@]}" train.seed=21 train.iterations=600 train.ckpt_interval=200 train.keep_last=4 \
-    "data.options.real_roots=[${RAINMAMBA_SHARED:-/work/shared}/data/real_rain_yard]" data.options.real_prob=0.25 \
-    data.options.real_holdout=14 data.options.real_outside_weight=0.1
-blend "$out/stage14_thin_crop160/model_final.pt" "$out/stage15_thin_real/model_final.pt" 0.3 "$out/thin_real_blend.pt"
-blend "$out/soup_session18.pt" "$out/thin_real_blend.pt" 0.45 "$out/default_tiny.pt"
+real_mix=("data.options.real_roots=[${RAINMAMBA_SHARED:-/work/shared}/data/real_rain_yard]" data.options.real_prob=0.25
+          data.options.real_holdout=14 data.options.real_outside_weight=0.1)
+thin_seed() {  # suffix, then the seeds of stages 13, 14 and 15
+    local x=$1
+    stage "stage13${x}_thin_procedural" --config tiny_cpu_composite model.init_from="$out/soup_session18.pt" \
+        "${thin[@]}" "train.seed=$2" train.iterations=1000 train.ckpt_interval=250 train.keep_last=4 \
+        data.options.procedural_prob=0.5 "data.options.procedural_bases={composite: 0.5, nturain: 0.25, sharp: 0.25}"
+    stage "stage14${x}_thin_crop160" --config tiny_cpu_composite \
+        model.init_from="$out/stage13${x}_thin_procedural/model_final.pt" \
+        "${thin[@]}" data.crop=160 "train.seed=$3" train.iterations=400 train.ckpt_interval=200 train.keep_last=4
+    stage "stage15${x}_thin_real" --config tiny_cpu_composite model.init_from="$out/stage14${x}_thin_crop160/model_final.pt" \
+        "${thin[@]}" "train.seed=$4" train.iterations=600 train.ckpt_interval=200 train.keep_last=4 "${real_mix[@]}"
+    blend "$out/stage14${x}_thin_crop160/model_final.pt" "$out/stage15${x}_thin_real/model_final.pt" 0.3 \
+        "$out/thin_real_blend${x}.pt"
+}
+thin_seed '' 23 29 21
+thin_seed b 31 37 41
+thin_seed c 43 47 53
+blend "$out/thin_real_blend.pt" "$out/thin_real_blendb.pt" 0.5 "$out/thin_seeds_ab.pt"
+blend "$out/thin_seeds_ab.pt" "$out/thin_real_blendc.pt" 0.3333333 "$out/thin_seeds_abc.pt"
+blend "$out/soup_session18.pt" "$out/thin_seeds_abc.pt" 0.7 "$out/default_tiny.pt"
 if [ "${DRY_RUN:-0}" != 1 ]; then
     echo "[train_default] wrote $out/default_tiny.pt; evaluate it with:"
     echo "  $run eval --suite generalisation --model $out/default_tiny.pt --out out/eval/suite"

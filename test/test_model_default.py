@@ -85,10 +85,11 @@ def test_bundled_default_leaves_clean_video_alone(shared) -> None:
 def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """scripts/train_default.sh's last stages and blends are the recipe stored inside the shipped weights.
 
-    The default is `blend(soup, blend(stage 14, stage 15, 0.3), 0.45)` with the session-18 soup
-    `blend(stage 11, blend(stage 11b, stage 12, 0.3), 0.5)`; each blend keeps its inputs' training
-    summaries, so the five runs' configs are all in the file (stage 13 is stage 14's start: its
-    config is not stored).
+    The default is `blend(soup, thin_abc, 0.7)` with the session-18 soup
+    `blend(stage 11, blend(stage 11b, stage 12, 0.3), 0.5)` and `thin_abc` the average of three seeds'
+    `blend(stage 14, stage 15, 0.3)` (`blend(blend(a, b, 0.5), c, 1/3)`); each blend keeps its inputs'
+    training summaries, so the nine runs' configs are all in the file (stage 13 is stage 14's start:
+    its config is not stored).
     """
     import shlex
     import subprocess
@@ -105,7 +106,7 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
              if line.startswith('[train_default]')]
     stages = {Path(c[c.index('--out') + 1]).name: c for c in lines if c[1] == 'train'}
     blends = [c for c in lines if c[1] == 'blend']
-    assert len(stages) == 16 and len(blends) == 4 and not any(tmp_path.iterdir())  # prints, writes nothing
+    assert len(stages) == 22 and len(blends) == 8 and not any(tmp_path.iterdir())  # prints, writes nothing
 
     def planned(name: str) -> dict:
         cmd = stages[name]
@@ -130,21 +131,31 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
         assert plan == stored
 
     top = torch.load(rm.DEFAULT_MODEL, weights_only=True)['training']['blend']
-    thin = top['tuned_training']['blend']
     soup = top['base_training']['blend']
     inner = soup['tuned_training']['blend']
+    seeds_abc = top['tuned_training']['blend']
+    seeds_ab = seeds_abc['base_training']['blend']
+    per_seed = {'': seeds_ab['base_training']['blend'], 'b': seeds_ab['tuned_training']['blend'],
+                'c': seeds_abc['tuned_training']['blend']}
     # the script's blends, in order, and what each mixes
     assert [(Path(b[2]).parent.name, Path(b[2]).name, Path(b[3]).name, float(b[5])) for b in blends] == [
         ('stage11b_aligned', 'model_final.pt', 'model_final.pt', 0.3),
         ('stage11_aligned', 'model_final.pt', 'crop160_real_blend.pt', 0.5),
         ('stage14_thin_crop160', 'model_final.pt', 'model_final.pt', 0.3),
-        ('runs', 'soup_session18.pt', 'thin_real_blend.pt', 0.45)]
-    assert (top['alpha'], thin['alpha'], soup['alpha'], inner['alpha']) == (0.45, 0.3, 0.5, 0.3)
+        ('stage14b_thin_crop160', 'model_final.pt', 'model_final.pt', 0.3),
+        ('stage14c_thin_crop160', 'model_final.pt', 'model_final.pt', 0.3),
+        ('runs', 'thin_real_blend.pt', 'thin_real_blendb.pt', 0.5),
+        ('runs', 'thin_seeds_ab.pt', 'thin_real_blendc.pt', 0.3333333),
+        ('runs', 'soup_session18.pt', 'thin_seeds_abc.pt', 0.7)]
+    assert (top['alpha'], seeds_abc['alpha'], seeds_ab['alpha'], soup['alpha'], inner['alpha']) == (
+        0.7, 0.3333333, 0.5, 0.5, 0.3)
+    assert all(b['alpha'] == 0.3 for b in per_seed.values())
     same(planned('stage11_aligned'), soup['base_training']['train_config'])
     same(planned('stage11b_aligned'), inner['base_training']['train_config'])
     same(planned('stage12_aligned'), inner['tuned_training']['train_config'])
-    same(planned('stage14_thin_crop160'), thin['base_training']['train_config'])
-    same(planned('stage15_thin_real'), thin['tuned_training']['train_config'])
+    for x, b in per_seed.items():
+        same(planned(f'stage14{x}_thin_crop160'), b['base_training']['train_config'])
+        same(planned(f'stage15{x}_thin_real'), b['tuned_training']['train_config'])
 
 
 def held_out_gains(shared, preset: str) -> list[float]:
