@@ -94,6 +94,11 @@ def test_identity_and_darkening_models_score_as_they_must(fake_shared: Path, tmp
     assert (tmp_path / 'rep' / 'suite.json').is_file()
 
 
+def test_a_model_may_not_take_a_reference_column_s_name(fake_shared: Path) -> None:
+    with pytest.raises(EvalError, match='rain oracle'):
+        run_suite({'rain oracle': lambda c: c}, options(fake_shared), progress=lambda _: None)
+
+
 def test_missing_sets_are_named_not_silently_dropped(tmp_path: Path) -> None:
     (tmp_path / 'data').mkdir()
     res = run_suite({'identity': lambda c: c}, options(tmp_path / 'data'), progress=lambda _: None)

@@ -259,6 +259,9 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
     """
     if not models:
         raise EvalError('run_suite: no model to evaluate')
+    taken = sorted(set(models) & {'rainy input', 'temporal median', RAIN_ORACLE})
+    if taken:
+        raise EvalError(f'run_suite: model label(s) {taken} are the names of reference columns; rename the model')
     sets, notes, oracles = suite_sets(opts)
     methods: dict[str, ClipFn] = dict(models)
     methods['rainy input'] = rainy_input
@@ -418,7 +421,7 @@ def write_suite_report(results: dict[str, Any], out_dir: str | Path,
         lines += [f'- **{RAIN_ORACLE}** (video rows, a reference, not a model): the input with every pixel the rain '
                   "changed put back as it was before the camera's JPEG step, i.e. a perfect rain remover that does "
                   "not know the codec. The target holds the codec's error around the rain too: where the oracle "
-                  'gains little, so can any derainer']
+                  "gains little, a look's gain says more about the codec than about the rain left"]
     lines += ['']
     lines += ['| row | ' + ' | '.join(methods) + ' | target |', '| --- |' + ' --- |' * (len(methods) + 1)]
     for row, vals in rows.items():
