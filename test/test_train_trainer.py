@@ -136,13 +136,19 @@ def test_ctrl_c_finishes_the_step_and_checkpoints(tmp_path: Path) -> None:
     def press_ctrl_c(trainer: Trainer, step: int) -> None:  # runs after step 1 (eval_interval=1)
         os.kill(os.getpid(), signal.SIGINT)
 
-    trainer = Trainer(make_cfg(iterations=5, eval_interval=1, ckpt_interval=100),
-                      run_dir=tmp_path, train_set=ToyRain(), hooks=[press_ctrl_c], progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train()
-    assert trainer.step == 1
-    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [1]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    # Python's own Ctrl-C handler, whatever this process started with (a background job of a
+    # non-interactive shell starts with SIGINT ignored); the original is put back at the end
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        trainer = Trainer(make_cfg(iterations=5, eval_interval=1, ckpt_interval=100),
+                          run_dir=tmp_path, train_set=ToyRain(), hooks=[press_ctrl_c], progress=False)
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train()
+        assert trainer.step == 1
+        assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [1]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_non_finite_loss_stops_with_the_step(tmp_path: Path) -> None:
