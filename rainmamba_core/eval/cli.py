@@ -57,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     suite.add_argument('--suite', choices=['generalisation'], default=None,
                        help='run the generalisation suite instead of --data: NTURain a2, the '
                             'pedestrian pair, held-out real videos with every rain preset (also at '
-                            'frame stride 4), clean clips (do no harm, ghosting), brightness, '
-                            'streamed vs per-frame, real rain images; writes suite.md/json')
+                            'frame stride 4) beside a rain oracle (every rain pixel given back as it '
+                            'was before the camera\'s JPEG), clean clips (do no harm, ghosting), '
+                            'brightness, streamed vs per-frame, real rain images; writes suite.md/json')
     suite.add_argument('--reference', action='append', default=[],
                        help="suite: another model scored side by side (path or 'default'); repeatable")
     suite.add_argument('--shared-data', default=None,
