@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
                          'of it) can be blended')
     if taken:
         print(f'rainmamba blend: the blend takes the fine-tune\'s {"; ".join(taken)} (no weights depend on it)')
-    blended = RainMamba(tuned.config) if taken else base
+    # the fine-tune's config is the blend's (the same as the base's but for the keys taken above), so
+    # the blended weights go into the fine-tune's model
+    blended = tuned
     blended.load_state_dict(blend_state_dicts(base.state_dict(), tuned.state_dict(), args.alpha))
     # each input's own training summary goes along, so a blend of blends still says how every
     # part of it was trained (the bundled default is one: scripts/train_default.sh)
