@@ -259,15 +259,15 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
     """
     if not models:
         raise EvalError('run_suite: no model to evaluate')
-    taken = sorted(set(models) & {'rainy input', 'temporal median', RAIN_ORACLE})
+    references: dict[str, ClipFn] = {'rainy input': rainy_input, 'temporal median': temporal_median,
+                                     RAIN_ORACLE: _oracle_placeholder}
+    taken = sorted(set(models) & set(references))
     if taken:
         raise EvalError(f'run_suite: model label(s) {taken} are the names of reference columns; rename the model')
     sets, notes, oracles = suite_sets(opts)
-    methods: dict[str, ClipFn] = dict(models)
-    methods['rainy input'] = rainy_input
-    methods['temporal median'] = temporal_median
-    if oracles:
-        methods[RAIN_ORACLE] = _oracle_placeholder
+    if not oracles:  # no held-out video rows: no oracle column
+        del references[RAIN_ORACLE]
+    methods: dict[str, ClipFn] = {**models, **references}
     per_set: dict[str, dict[str, dict[str, float]]] = {}
     images: list[tuple[str, list[tuple[str, np.ndarray]]]] = []
     bright: dict[str, list[float]] = {m: [] for m in methods}
