@@ -13,12 +13,13 @@
 # the weights of stages 11, 11b and 12 (`rainmamba blend`); stages 11-12 grow the detail head by
 # the aligned previous frame (session 18); stages 13-15 show the head only the thin brightening of
 # that difference and train in NTURain a2's looks, on larger crops and with real rain (session 25),
-# three times with different seeds (session 26), and the default blends the average of the three
-# into the session-18 soup. Stages 1-8
+# three times with different seeds (session 26); stages 11-12 again with the thin cue (session 27),
+# and the default blends the three seeds' average into those stages' soup. Stages 1-8
 # take about 6.7 h on an idle 2-core CPU, stage 9 about 1 h (2,000 steps of 4 x 112² x 2 at about
 # 0.5-0.6 it/s), stage 10 about 52 min (1,800 steps), stage 11 about 25-35 min (2,400 steps of one
-# 8-frame clip), stage 11b about 55 min, stage 12 about 21 min, stages 13-15 about 30 min together per seed
-# (stage times in the model card); keep other CPU work off the machine meanwhile. Re-running the
+# 8-frame clip), stage 11b about 55 min, stage 12 about 21 min, stages 13-15 about 30 min together per seed,
+# the thin stages 11-12 about 95 min together (stage times in the model card); keep other CPU work
+# off the machine meanwhile. Re-running the
 # script skips finished stages and resumes an interrupted one exactly from its last checkpoint.
 # The result is OUT_DIR/default_tiny.pt (the same file format as the bundled one).
 #
@@ -139,7 +140,19 @@ thin_seed b 31 37 41
 thin_seed c 43 47 53
 blend "$out/thin_real_blend.pt" "$out/thin_real_blendb.pt" 0.5 "$out/thin_seeds_ab.pt"
 blend "$out/thin_seeds_ab.pt" "$out/thin_real_blendc.pt" 0.3333333 "$out/thin_seeds_abc.pt"
-blend "$out/soup_session18.pt" "$out/thin_seeds_abc.pt" 0.7 "$out/default_tiny.pt"
+# Session 27: stages 11, 11b and 12 again from stage 10 with the thin cue (detail_align_thin=5, the
+# same seeds and options otherwise) and their soup blended as the session-18 soup was; the default
+# is that thin soup blended 70 % towards the three seeds' average. About 26, 51 and 18 min.
+thin_base=("${aligned[@]}" model.overrides.detail_align_thin=5 data.frames=8 data.batch=1)
+stage stage11_thin --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
+    "${thin_base[@]}" train.seed=17
+stage stage11b_thin --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
+    "${thin_base[@]}" data.crop=160 train.seed=17
+stage stage12_thin --config tiny_cpu_composite model.init_from="$out/stage11b_thin/model_final.pt" \
+    "${thin_base[@]}" data.crop=160 train.seed=21 train.lr=1e-4 train.iterations=1000 "${real_mix[@]}"
+blend "$out/stage11b_thin/model_final.pt" "$out/stage12_thin/model_final.pt" 0.3 "$out/thin_crop160_real_blend.pt"
+blend "$out/stage11_thin/model_final.pt" "$out/thin_crop160_real_blend.pt" 0.5 "$out/thin_soup.pt"
+blend "$out/thin_soup.pt" "$out/thin_seeds_abc.pt" 0.7 "$out/default_tiny.pt"
 if [ "${DRY_RUN:-0}" != 1 ]; then
     echo "[train_default] wrote $out/default_tiny.pt; evaluate it with:"
     echo "  $run eval --suite generalisation --model $out/default_tiny.pt --out out/eval/suite"

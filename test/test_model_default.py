@@ -85,11 +85,12 @@ def test_bundled_default_leaves_clean_video_alone(shared) -> None:
 def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """scripts/train_default.sh's last stages and blends are the recipe stored inside the shipped weights.
 
-    The default is `blend(soup, thin_abc, 0.7)` with the session-18 soup
-    `blend(stage 11, blend(stage 11b, stage 12, 0.3), 0.5)` and `thin_abc` the average of three seeds'
+    The default is `blend(thin_soup, thin_abc, 0.7)` with the thin soup
+    `blend(stage 11 thin, blend(stage 11b thin, stage 12 thin, 0.3), 0.5)` (session 27: the session-18
+    soup's recipe with the thin cue) and `thin_abc` the average of three seeds'
     `blend(stage 14, stage 15, 0.3)` (`blend(blend(a, b, 0.5), c, 1/3)`); each blend keeps its inputs'
     training summaries, so the nine runs' configs are all in the file (stage 13 is stage 14's start:
-    its config is not stored).
+    its config is not stored, nor are the non-thin stages 11-12, which only start stage 13).
     """
     import shlex
     import subprocess
@@ -106,7 +107,7 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
              if line.startswith('[train_default]')]
     stages = {Path(c[c.index('--out') + 1]).name: c for c in lines if c[1] == 'train'}
     blends = [c for c in lines if c[1] == 'blend']
-    assert len(stages) == 22 and len(blends) == 8 and not any(tmp_path.iterdir())  # prints, writes nothing
+    assert len(stages) == 25 and len(blends) == 10 and not any(tmp_path.iterdir())  # prints, writes nothing
 
     def planned(name: str) -> dict:
         cmd = stages[name]
@@ -146,13 +147,15 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
         ('stage14c_thin_crop160', 'model_final.pt', 'model_final.pt', 0.3),
         ('runs', 'thin_real_blend.pt', 'thin_real_blendb.pt', 0.5),
         ('runs', 'thin_seeds_ab.pt', 'thin_real_blendc.pt', 0.3333333),
-        ('runs', 'soup_session18.pt', 'thin_seeds_abc.pt', 0.7)]
+        ('stage11b_thin', 'model_final.pt', 'model_final.pt', 0.3),
+        ('stage11_thin', 'model_final.pt', 'thin_crop160_real_blend.pt', 0.5),
+        ('runs', 'thin_soup.pt', 'thin_seeds_abc.pt', 0.7)]
     assert (top['alpha'], seeds_abc['alpha'], seeds_ab['alpha'], soup['alpha'], inner['alpha']) == (
         0.7, 0.3333333, 0.5, 0.5, 0.3)
     assert all(b['alpha'] == 0.3 for b in per_seed.values())
-    same(planned('stage11_aligned'), soup['base_training']['train_config'])
-    same(planned('stage11b_aligned'), inner['base_training']['train_config'])
-    same(planned('stage12_aligned'), inner['tuned_training']['train_config'])
+    same(planned('stage11_thin'), soup['base_training']['train_config'])
+    same(planned('stage11b_thin'), inner['base_training']['train_config'])
+    same(planned('stage12_thin'), inner['tuned_training']['train_config'])
     for x, b in per_seed.items():
         same(planned(f'stage14{x}_thin_crop160'), b['base_training']['train_config'])
         same(planned(f'stage15{x}_thin_real'), b['tuned_training']['train_config'])
