@@ -94,8 +94,9 @@ stage stage12_aligned --config tiny_cpu_composite model.init_from="$out/stage11b
     "${aligned[@]}" data.frames=8 data.batch=1 data.crop=160 train.seed=21 train.lr=1e-4 train.iterations=1000 \
     "data.options.real_roots=[${RAINMAMBA_SHARED:-/work/shared}/data/real_rain_yard]" data.options.real_prob=0.25 \
     data.options.real_holdout=14 data.options.real_outside_weight=0.1
-# The default is a blend of weights (a "model soup": every part descends from stage 10): stage 12
-# pulled back 70 % towards stage 11b, then half of that with stage 11 (model card, "Training stages").
+# The session-18 soup (the default of sessions 18-24) is a blend of weights (a "model soup": every part
+# descends from stage 10): stage 12 pulled back 70 % towards stage 11b, then half of that with stage 11
+# (model card, "Training stages"); stages 13-15 start from it.
 blend() {
     local base=$1 tuned=$2 alpha=$3 dest=$4
     if [ -f "$dest" ]; then
