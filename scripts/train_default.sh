@@ -81,22 +81,8 @@ stage stage10_sharp --config tiny_cpu_sharp model.init_from="$out/stage9_video/m
 # phase correlation, as its difference to it (detail_previous + detail_align: a pan leaves the
 # scene's lines out of that difference and the rain in it); its new inputs start at zero weights.
 aligned=(model.overrides.detail_previous=true model.overrides.detail_align=true)
-stage stage11_aligned --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
-    "${aligned[@]}" data.frames=8 data.batch=1 train.seed=17
-
-# Stage 11b: stage 11's recipe on larger crops (160² instead of 112²: more context for the global
-# scan, which runs over the whole frame at test time), from stage 10 again; about 55 min.
-stage stage11b_aligned --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
-    "${aligned[@]}" data.frames=8 data.batch=1 data.crop=160 train.seed=17
-# Stage 12: stage 11b fine-tuned with real rain (a quarter of the clips from real_rain_yard's first
-# 36 frames, self-supervised targets, the loss counting 0.1 outside the rain mask); about 21 min.
-stage stage12_aligned --config tiny_cpu_composite model.init_from="$out/stage11b_aligned/model_final.pt" \
-    "${aligned[@]}" data.frames=8 data.batch=1 data.crop=160 train.seed=21 train.lr=1e-4 train.iterations=1000 \
-    "data.options.real_roots=[${RAINMAMBA_SHARED:-/work/shared}/data/real_rain_yard]" data.options.real_prob=0.25 \
-    data.options.real_holdout=14 data.options.real_outside_weight=0.1
-# The session-18 soup (the default of sessions 18-24) is a blend of weights (a "model soup": every part
-# descends from stage 10): stage 12 pulled back 70 % towards stage 11b, then half of that with stage 11
-# (model card, "Training stages"); stages 13-15 start from it.
+real_mix=("data.options.real_roots=[${RAINMAMBA_SHARED:-/work/shared}/data/real_rain_yard]" data.options.real_prob=0.25
+          data.options.real_holdout=14 data.options.real_outside_weight=0.1)
 blend() {
     local base=$1 tuned=$2 alpha=$3 dest=$4
     if [ -f "$dest" ]; then
@@ -109,8 +95,26 @@ blend() {
         "${cmd[@]}"
     fi
 }
-blend "$out/stage11b_aligned/model_final.pt" "$out/stage12_aligned/model_final.pt" 0.3 "$out/crop160_real_blend.pt"
-blend "$out/stage11_aligned/model_final.pt" "$out/crop160_real_blend.pt" 0.5 "$out/soup_session18.pt"
+# Stage 11b: stage 11's recipe on larger crops (160² instead of 112²: more context for the global
+# scan, which runs over the whole frame at test time), from stage 10 again; about 55 min.
+# Stage 12: stage 11b fine-tuned with real rain (a quarter of the clips from real_rain_yard's first
+# 36 frames, self-supervised targets, the loss counting 0.1 outside the rain mask); about 21 min.
+# Their soup is a blend of weights (a "model soup": every part descends from stage 10): stage 12
+# pulled back 70 % towards stage 11b, then half of that with stage 11 (model card, "Training
+# stages"). Run twice: with the aligned head (session 18; the soup stages 13-15 start from, the
+# default of sessions 18-24) and with its thin cue (session 27, below).
+soup_stages() {  # the stage directories' suffix, the two blends' files, then the detail head's options
+    local x=$1 inner=$2 soup=$3; shift 3
+    stage "stage11_$x" --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
+        "$@" data.frames=8 data.batch=1 train.seed=17
+    stage "stage11b_$x" --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
+        "$@" data.frames=8 data.batch=1 data.crop=160 train.seed=17
+    stage "stage12_$x" --config tiny_cpu_composite model.init_from="$out/stage11b_$x/model_final.pt" \
+        "$@" data.frames=8 data.batch=1 data.crop=160 train.seed=21 train.lr=1e-4 train.iterations=1000 "${real_mix[@]}"
+    blend "$out/stage11b_$x/model_final.pt" "$out/stage12_$x/model_final.pt" 0.3 "$out/$inner"
+    blend "$out/stage11_$x/model_final.pt" "$out/$inner" 0.5 "$out/$soup"
+}
+soup_stages aligned crop160_real_blend.pt soup_session18.pt "${aligned[@]}"
 # Session 25: the detail head is shown only the thin brightening of the aligned difference
 # (detail_align_thin=5: this frame's streaks, not the last frame's rain nor the bands of scene one
 # translation leaves). Stage 13: half the clips are procedural scenes in NTURain a2's looks
@@ -120,9 +124,8 @@ blend "$out/stage11_aligned/model_final.pt" "$out/crop160_real_blend.pt" 0.5 "$o
 # weights). Session 26: the same three stages with two more seeds (b: 31, 37, 41; c: 43, 47, 53),
 # the three seeds' blends averaged, and the default is the session-18 soup blended 70 % towards
 # that average. About 12, 10 and 8 min per seed on an idle CPU.
-thin=("${aligned[@]}" model.overrides.detail_align_thin=5 data.frames=8 data.batch=1 train.lr=1e-4)
-real_mix=("data.options.real_roots=[${RAINMAMBA_SHARED:-/work/shared}/data/real_rain_yard]" data.options.real_prob=0.25
-          data.options.real_holdout=14 data.options.real_outside_weight=0.1)
+thin_cue=("${aligned[@]}" model.overrides.detail_align_thin=5)
+thin=("${thin_cue[@]}" data.frames=8 data.batch=1 train.lr=1e-4)
 thin_seed() {  # suffix, then the seeds of stages 13, 14 and 15
     local x=$1
     stage "stage13${x}_thin_procedural" --config tiny_cpu_composite model.init_from="$out/soup_session18.pt" \
@@ -144,15 +147,7 @@ blend "$out/thin_seeds_ab.pt" "$out/thin_real_blendc.pt" 0.3333333 "$out/thin_se
 # Session 27: stages 11, 11b and 12 again from stage 10 with the thin cue (detail_align_thin=5, the
 # same seeds and options otherwise) and their soup blended as the session-18 soup was; the default
 # is that thin soup blended 70 % towards the three seeds' average. About 26, 51 and 18 min.
-thin_base=("${aligned[@]}" model.overrides.detail_align_thin=5 data.frames=8 data.batch=1)
-stage stage11_thin --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
-    "${thin_base[@]}" train.seed=17
-stage stage11b_thin --config tiny_cpu_composite model.init_from="$out/stage10_sharp/model_final.pt" \
-    "${thin_base[@]}" data.crop=160 train.seed=17
-stage stage12_thin --config tiny_cpu_composite model.init_from="$out/stage11b_thin/model_final.pt" \
-    "${thin_base[@]}" data.crop=160 train.seed=21 train.lr=1e-4 train.iterations=1000 "${real_mix[@]}"
-blend "$out/stage11b_thin/model_final.pt" "$out/stage12_thin/model_final.pt" 0.3 "$out/thin_crop160_real_blend.pt"
-blend "$out/stage11_thin/model_final.pt" "$out/thin_crop160_real_blend.pt" 0.5 "$out/thin_soup.pt"
+soup_stages thin thin_crop160_real_blend.pt thin_soup.pt "${thin_cue[@]}"
 blend "$out/thin_soup.pt" "$out/thin_seeds_abc.pt" 0.7 "$out/default_tiny.pt"
 if [ "${DRY_RUN:-0}" != 1 ]; then
     echo "[train_default] wrote $out/default_tiny.pt; evaluate it with:"
