@@ -99,6 +99,26 @@ def test_a_model_may_not_take_a_reference_column_s_name(fake_shared: Path) -> No
         run_suite({'rain oracle': lambda c: c}, options(fake_shared), progress=lambda _: None)
 
 
+def test_the_stream_start_rows_split_the_video_gain_by_frame_position(fake_shared: Path) -> None:
+    # 'late' changes nothing on a clip's first frame and darkens every later one; 'darker' darkens all
+    def darken(x: np.ndarray) -> np.ndarray:
+        return np.clip(x.astype(int) - 6, 0, 255).astype(np.uint8)
+    models = {'late': lambda clip: np.concatenate([clip[:1], darken(clip[1:])]), 'darker': darken}
+    opts = options(fake_shared)
+    rows = run_suite(models, opts, progress=lambda _: None)['rows']
+    first = rows['stream start: held-out videos, first frame gain (dB)']
+    later = rows['stream start: held-out videos, later frames gain (dB)']
+    assert set(first) == set(later) == set(models)  # models only, not the reference columns
+    assert first['late'] == 0.0 and later['late'] != 0.0
+    assert later['late'] == pytest.approx(later['darker'])  # the same change on the same frames
+    assert first['darker'] != 0.0
+    # every clip has the same frames, so first and later frames weighted by count are the video mean
+    for m in models:
+        whole = (first[m] + (opts.frames - 1) * later[m]) / opts.frames
+        assert whole == pytest.approx(rows['video all presets gain (dB)'][m], abs=1e-9), m
+    assert target_for('stream start: held-out videos, first frame gain (dB)') == ''
+
+
 def test_missing_sets_are_named_not_silently_dropped(tmp_path: Path) -> None:
     (tmp_path / 'data').mkdir()
     res = run_suite({'identity': lambda c: c}, options(tmp_path / 'data'), progress=lambda _: None)

@@ -274,6 +274,7 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
     clean_frames: dict[str, list[float]] = {m: [] for m in models}
     a2_clean: dict[str, list[float]] = {m: [] for m in models}
     stream_gap: dict[str, list[float]] = {m: [] for m in models}
+    start_gain: dict[str, list[tuple[float, float]]] = {m: [] for m in models}  # (first, later frames)
     no_ref: dict[str, dict[str, float]] = {}   # real rain without ground truth: row -> method -> value
     for name, clips in sets.items():
         t0 = time.time()
@@ -305,6 +306,9 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
                     a2_clean[m] += fp
                 elif name.startswith('video/'):
                     bright[m] += brightness_error(out, gt)
+                    if m in models and len(fp) > 1:
+                        g = np.asarray(fp) - np.asarray(frame_psnrs(rainy, gt))
+                        start_gain[m].append((float(g[0]), float(g[1:].mean())))
                 elif name.startswith(f'video_stride{opts.stride}/') and m in models:
                     alone = to_uint8(np.asarray(per_frame_fn(fn)(rainy)))
                     stream_gap[m].append(_mean(fp) - _mean(frame_psnrs(alone, gt)))
@@ -326,6 +330,7 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
             f'{m} {v:.2f}' for m, v in shown.items()))
     rows = _rows(per_set, models, bright, clean_frames, stream_gap, opts)
     _kept_rows(rows, 'nturain_a2 clean frames, output vs input', a2_clean)
+    _start_rows(rows, start_gain)
     rows.update(no_ref)
     return {'rows': rows, 'per_set': per_set, 'notes': notes, 'targets': TARGETS,
             'options': {'frames': opts.frames, 'size': list(opts.size), 'stride': opts.stride,
@@ -354,6 +359,15 @@ def _kept_rows(rows: dict[str, dict[str, float]], label: str, frames: dict[str, 
     if any(frames.values()):
         rows[f'{label}, mean (dB)'] = {m: _mean(v) for m, v in frames.items()}
         rows[f'{label}, worst frame (dB)'] = {m: float(min(v)) for m, v in frames.items()}
+
+
+def _start_rows(rows: dict[str, dict[str, float]], start_gain: dict[str, list[tuple[float, float]]]) -> None:
+    """A stream's first frame has no history (zero caches, no previous frame for the detail head):
+    the held-out video looks' gain on it and on the frames after it, each a mean over all clips."""
+    if any(start_gain.values()):
+        for k, label in enumerate(('first frame', 'later frames')):
+            rows[f'stream start: held-out videos, {label} gain (dB)'] = {
+                m: _mean([pair[k] for pair in v]) for m, v in start_gain.items()}
 
 
 def _rows(per_set: dict, models: dict, bright: dict, clean_frames: dict, stream_gap: dict,
