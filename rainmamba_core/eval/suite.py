@@ -283,6 +283,8 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
         lines_in = [thin_line_energy(rainy) for _, rainy, gt in clips if gt is None]
         moving = [i for i, (_, rainy, gt) in enumerate(clips) if gt is None and len(rainy) > 1]
         masks = [real_rain_masks(clips[i][1]) for i in moving]
+        # the input's per-frame PSNRs, once per clip for every model (the stream start rows)
+        input_fp = [frame_psnrs(rainy, gt) for _, rainy, gt in clips] if name.startswith('video/') else []
         for m, fn in methods.items():
             if name in ('clean', 'nturain_a2_clean') and m not in models:
                 continue
@@ -307,7 +309,7 @@ def run_suite(models: dict[str, ClipFn], opts: SuiteOptions,
                 elif name.startswith('video/'):
                     bright[m] += brightness_error(out, gt)
                     if m in models and len(fp) > 1:
-                        g = np.asarray(fp) - np.asarray(frame_psnrs(rainy, gt))
+                        g = np.asarray(fp) - np.asarray(input_fp[i])
                         start_gain[m].append((float(g[0]), float(g[1:].mean())))
                 elif name.startswith(f'video_stride{opts.stride}/') and m in models:
                     alone = to_uint8(np.asarray(per_frame_fn(fn)(rainy)))
