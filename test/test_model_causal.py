@@ -88,16 +88,16 @@ def test_official_model_has_no_stream_state():
 def test_local_layer_gather_back_equals_the_scatter():
     # The model passes argsort(order) so a causal local layer puts the mixer's output back into
     # raster order by a gather; it must be the same permutation as the scatter (index_copy_).
-    from rainmamba_core.models.rainmamba import _hilbert2d_order, _inverse_order
     from rainmamba_core.modules.blocks import MambaLayer
+    from rainmamba_core.ops.hilbert import hilbert2d_order, inverse_order
     torch.manual_seed(5)
     layer = MambaLayer(16, local=True, d_state=4, mlp_ratio=2.0).eval()
-    order = _hilbert2d_order(6, 10)
-    assert _inverse_order(order) is _inverse_order(order)  # cached per order tensor
+    order = hilbert2d_order(6, 10)
+    assert inverse_order(order) is inverse_order(order)  # cached per order tensor
     x = torch.randn(1, 1, 16, 6, 10)
     with torch.no_grad():
         plain = layer(x, order, causal=True)
-        gathered = layer(x, order, causal=True, inverse=_inverse_order(order))
+        gathered = layer(x, order, causal=True, inverse=inverse_order(order))
         shuffled = layer(x, order, causal=True, inverse=torch.randperm(60))
     assert torch.equal(plain, gathered)  # a pure data movement: bit-identical
     assert not torch.allclose(plain, shuffled)

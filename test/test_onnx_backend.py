@@ -152,6 +152,41 @@ def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path, fr
     assert worst <= RTOL, worst
 
 
+def test_a_model_with_the_novelty_clamp_exports(tmp_path: Path) -> None:
+    # the clamp aligns two earlier frames in the graph (matrix-product phase correlation, carried
+    # frames) and must follow torch's clamped output over a panning clip (same bounds as above)
+    import torch.nn.functional as F
+
+    from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
+    torch.manual_seed(0)
+    cfg = dict(detail_channels=8, detail_previous=True, detail_align=True)
+    # a threshold no random model's change reaches: the clamp acts in full on every frame
+    model = RainMamba(RainMambaConfig.tiny(novelty_clamp=1000.0, **cfg)).eval()
+    torch.nn.init.normal_(model.detail.out.weight, std=0.05)
+    plain = RainMamba(RainMambaConfig.tiny(**cfg)).eval()
+    plain.load_state_dict(model.state_dict())
+    model.save_checkpoint(tmp_path / 'clamp.pt')
+    graph = make_onnx_backend(tmp_path / 'clamp.pt', device='cpu', cache_dir=tmp_path / 'cache').graph('step', 48, 64)
+    carried = {s['input'] for s in graph.state_layout if s['input'].startswith('state.detail.')}
+    assert carried == {'state.detail.prev', 'state.detail.prev2'}
+    coarse = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(4))
+    scene = F.interpolate(coarse, size=(120, 160), mode='bicubic', align_corners=False).clamp(0, 1)
+    state, plain_state = model.init_state(1, 48, 64), plain.init_state(1, 48, 64)
+    feeds = {f'state.{k}': v.numpy() for k, v in state.items()}
+    worst = clamped = 0.0
+    for t in range(5):  # a pan of (2, 3) px per frame
+        frame = scene[..., 10 + 2 * t:58 + 2 * t, 20 + 3 * t:84 + 3 * t].clone()
+        with torch.no_grad():
+            ref, state = model.step(frame, state)
+            free, plain_state = plain.step(frame, plain_state)
+        res = graph.session.run(None, {'frame': frame.numpy(), **feeds})
+        feeds = {s['input']: r for s, r in zip(graph.state_layout, res[1:])}
+        worst = max(worst, _rel(res[0], ref.numpy()))
+        clamped = max(clamped, _rel(ref.numpy(), free.numpy()))
+    assert clamped > 100 * RTOL, clamped     # the clamp changes the output: the parity below means something
+    assert worst <= RTOL, worst
+
+
 def test_sidecar_matches_graph_and_model(cached: CachedExportBackend) -> None:
     h, w = SIZES[0]
     path = cached.cache_path('step', h, w)

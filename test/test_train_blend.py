@@ -101,3 +101,37 @@ def test_blend_refuses_what_it_cannot_mix(tmp_path: Path, capsys) -> None:
         blend_state_dicts(a, {**a, 'w': torch.zeros(3)}, 0.5)
     with pytest.raises(BlendError, match='integer tensors differ .*: n'):
         blend_state_dicts(a, {**a, 'n': torch.tensor(4)}, 0.5)
+
+
+def test_blend_sets_an_option_that_adds_no_weights_and_refuses_any_other(tmp_path: Path, capsys) -> None:
+    """--set puts the novelty clamp on (or off) the result; the weights stay the blend's."""
+    aligned = {'detail_channels': 8, 'detail_previous': True, 'detail_align': True}
+    base, tuned = _model(0, **aligned), _model(1, **aligned)
+    base.save_checkpoint(tmp_path / 'base.pt')
+    tuned.save_checkpoint(tmp_path / 'tuned.pt')
+    assert main(['blend', str(tmp_path / 'base.pt'), str(tmp_path / 'tuned.pt'), '--alpha', '0.25',
+                 '--set', 'novelty_clamp=1.0', '--set', 'novelty_clamp_frames=3', '--out', str(tmp_path / 'c.pt')]) == 0
+    assert 'set novelty_clamp=1.0, novelty_clamp_frames=3' in capsys.readouterr().out
+    got = RainMamba.from_checkpoint(tmp_path / 'c.pt')
+    assert (got.config.novelty_clamp, got.config.novelty_clamp_fade, got.config.novelty_clamp_frames) == (1.0, 0.6, 3)
+    b, t = base.state_dict(), tuned.state_dict()
+    for k, v in got.state_dict().items():
+        want = 0.75 * b[k] + 0.25 * t[k] if v.is_floating_point() else b[k]
+        torch.testing.assert_close(v, want, rtol=1e-6, atol=1e-7, msg=k)  # float32 rounding of lerp
+    # the clamped model blended with itself and the clamp set to 0: the same weights, the clamp off
+    assert main(['blend', str(tmp_path / 'c.pt'), str(tmp_path / 'c.pt'), '--alpha', '0',
+                 '--set', 'novelty_clamp=0', '--out', str(tmp_path / 'off.pt')]) == 0
+    off = RainMamba.from_checkpoint(tmp_path / 'off.pt')
+    assert off.config.novelty_clamp == 0.0
+    assert all(torch.equal(v, got.state_dict()[k]) for k, v in off.state_dict().items())
+    for bad, why in [('detail_channels=16', 'KEY one of detail_align_thin, novelty_clamp'),
+                     ('novelty_clamp', 'expected KEY=VALUE'), ('novelty_clamp=much', "'much' is not a number"),
+                     ('novelty_clamp_frames=7', 'must be 1, 2 or 3')]:
+        assert main(['blend', str(tmp_path / 'base.pt'), str(tmp_path / 'tuned.pt'), '--alpha', '0.5',
+                     '--set', bad, '--out', str(tmp_path / 'x.pt')]) == 2
+        assert why in capsys.readouterr().err, bad
+    assert not (tmp_path / 'x.pt').exists()
+    _model(0).save_checkpoint(tmp_path / 'plain.pt')   # a clamp needs the aligned head
+    assert main(['blend', str(tmp_path / 'plain.pt'), str(tmp_path / 'plain.pt'), '--alpha', '0.5',
+                 '--set', 'novelty_clamp=1', '--out', str(tmp_path / 'x.pt')]) == 2
+    assert 'needs detail_previous=True and detail_align=True' in capsys.readouterr().err

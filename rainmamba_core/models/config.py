@@ -14,7 +14,8 @@ class ConfigError(RainMambaError, ValueError):
 
 # Config keys added after the first release, with the default that leaves the network as it was.
 LATE_KEYS: dict[str, Any] = {'detail_previous': False, 'detail_align': False, 'detail_context': 0,
-                             'detail_align_frames': 1, 'detail_align_thin': 0}
+                             'detail_align_frames': 1, 'detail_align_thin': 0,
+                             'novelty_clamp': 0.0, 'novelty_clamp_fade': 0.6, 'novelty_clamp_frames': 2}
 
 
 @dataclass
@@ -38,6 +39,10 @@ class RainMambaConfig:
     detail_align_frames: int = 1       # ... from this many earlier frames (1-3, all carried), kept where they agree
     detail_align_thin: int = 0         # ... keeping only thin bright parts: a top-hat this wide across rows (0: all)
     detail_context: int = 0            # dilation of a residual block in the detail head that widens its view (0: none)
+    novelty_clamp: float = 0.0         # at inference, on frames whose mean change is at most this (grey levels),
+    #                                    limit the change to what is new against aligned earlier frames (0: off)
+    novelty_clamp_fade: float = 0.6    # ... fading out over this many more grey levels of mean change
+    novelty_clamp_frames: int = 2      # ... against this many earlier frames (1-3, carried when streaming)
     pad_multiple: int = 8              # H and W are padded (mirror) up to a multiple of this
     window: int = 5                    # frames per clip the model was trained on (windowed mode)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (not used by the network)
@@ -76,6 +81,15 @@ class RainMambaConfig:
             raise ConfigError(f'detail_context must be >= 0 (0: no context block), got {self.detail_context}')
         if self.detail_context and not self.detail_channels:
             raise ConfigError('detail_context widens the detail head: it needs detail_channels > 0')
+        if self.novelty_clamp < 0 or self.novelty_clamp_fade < 0:
+            raise ConfigError('novelty_clamp and novelty_clamp_fade are grey levels of mean change, >= 0 '
+                              f'(novelty_clamp 0: off), got {self.novelty_clamp} and {self.novelty_clamp_fade}')
+        if not 1 <= self.novelty_clamp_frames <= 3:
+            raise ConfigError(f'novelty_clamp_frames must be 1, 2 or 3 (earlier frames aligned onto each frame), '
+                              f'got {self.novelty_clamp_frames}')
+        if self.novelty_clamp and not self.detail_align:
+            raise ConfigError('novelty_clamp compares each frame with earlier frames the detail head carries and '
+                              'aligns: it needs detail_previous=True and detail_align=True')
         for name in ('num_features', 'd_state', 'd_conv', 'expand', 'window'):
             if getattr(self, name) < 1:
                 raise ConfigError(f'{name} must be >= 1, got {getattr(self, name)}')

@@ -31,7 +31,8 @@ from rainmamba_core.modules.blocks import MambaLayer
 from rainmamba_core.modules.convnext import ConvNeXt, ProjectionHead
 from rainmamba_core.modules.detail import DetailHead
 from rainmamba_core.modules.temporal import causal_time_apply, step_conv3d, step_conv_transpose3d
-from rainmamba_core.ops.align import agreed_difference, thin_brightening
+from rainmamba_core.ops.align import agreed_difference, novelty_clamp, thin_brightening
+from rainmamba_core.ops.hilbert import authors_curve_to_raster, hilbert2d_order, hilbert3d_raster_order, inverse_order
 from rainmamba_core.ops.selective_scan import BACKENDS, SelectiveScanError
 from rainmamba_core.paths import DEFAULT_MODEL
 from rainmamba_core.safe_load import safe_load
@@ -45,45 +46,6 @@ State = dict[str, torch.Tensor]
 
 class CheckpointError(RainMambaError, RuntimeError):
     """A checkpoint cannot be read or does not match the model."""
-
-
-@functools.lru_cache(maxsize=64)
-def _hilbert3d_raster_order(height: int, width: int, frames: int) -> torch.Tensor:
-    """Raster (T, H, W) index of each position of the 3D curve over (H, W, T), T fastest."""
-    from rainmamba_core.ops.hilbert import gilbert3d
-    return authors_curve_to_raster(gilbert3d(height, width, frames), height, width, frames)
-
-
-def authors_curve_to_raster(curve: torch.Tensor, height: int, width: int, frames: int) -> torch.Tensor:
-    """Convert a curve in the authors' format (flat index i*W*T + j*T + k over (H, W, T))
-    into raster (T, H, W) token indices k*H*W + i*W + j."""
-    curve = curve.long().cpu()
-    if curve.numel() != height * width * frames:
-        raise ValueError(f'Hilbert curve has {curve.numel()} entries; the feature grid {height}x{width}x{frames} '
-                         f'needs {height * width * frames}')
-    i, rem = curve // (width * frames), curve % (width * frames)
-    j, k = rem // frames, rem % frames
-    return k * height * width + i * width + j
-
-
-@functools.lru_cache(maxsize=64)
-def _hilbert2d_order(height: int, width: int) -> torch.Tensor:
-    from rainmamba_core.ops.hilbert import gilbert2d
-    return gilbert2d(height, width).long()
-
-
-_INVERSES: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _inverse_order(order: torch.Tensor) -> torch.Tensor:
-    """argsort of a permutation (gathering with it undoes a gather with `order`), cached for the
-    orders of `_orders` (which are cached themselves, so the same tensor object comes back)."""
-    hit = _INVERSES.get(id(order))
-    if hit is None or hit[0] is not order:
-        if len(_INVERSES) > 64:
-            _INVERSES.clear()
-        hit = _INVERSES[id(order)] = (order, torch.argsort(order))
-    return hit[1]
 
 
 MIN_SIZE = 32  # the encoder's last stage has stride 32
@@ -251,12 +213,12 @@ class RainMamba(nn.Module):
         """Scan orders for the local layers at 1/4 and 1/8 resolution."""
         h, w, frames = int(h), int(w), int(frames)  # traced (ONNX) sizes arrive as tensors
         if self.config.causal:
-            return _hilbert2d_order(h, w), _hilbert2d_order(h // 2, w // 2)
+            return hilbert2d_order(h, w), hilbert2d_order(h // 2, w // 2)
         if curves is not None:
             large, small = curves
             return (authors_curve_to_raster(large, h, w, frames),
                     authors_curve_to_raster(small, h // 2, w // 2, frames))
-        return _hilbert3d_raster_order(h, w, frames), _hilbert3d_raster_order(h // 2, w // 2, frames)
+        return hilbert3d_raster_order(h, w, frames), hilbert3d_raster_order(h // 2, w // 2, frames)
 
     # ------------------------------------------------------------------ forward / step
     def _run(self, clip: torch.Tensor, state: State | None, return_state: bool, curves=None):
@@ -282,7 +244,7 @@ class RainMamba(nn.Module):
                 sub = None if state is None else {k[len(name) + 1:]: t for k, t in state.items()
                                                   if k.startswith(name + '.')}
                 res = layer(v, order, causal=True, state=sub, return_state=return_state,
-                            inverse=None if order is None else _inverse_order(order))
+                            inverse=None if order is None else inverse_order(order))
                 if return_state:
                     v, s = res
                     new_state.update({f'{name}.{k}': t for k, t in s.items()})
@@ -299,8 +261,10 @@ class RainMamba(nn.Module):
         g, c2 = self._up(f, causal, cache('upconv2.cache'), return_state)
         g = layers(self.stage_high2, g.transpose(1, 2), large).transpose(1, 2)
         prev = None
-        if self.config.detail_previous:  # the frame before each; before the first, the carried one
-            k = self.config.detail_align_frames if self.config.detail_align else 1
+        earlier: list[torch.Tensor] = []
+        valid: list[torch.Tensor] = []
+        if self.config.detail_previous:  # the frames before each; before the first, the carried ones
+            k = self._carried_frames()
             carried = ([cache('detail.prev')] + [cache(f'detail.prev{j}') for j in range(2, k + 1)]
                        if state is not None else [x.new_zeros(x.shape[0], *x.shape[2:])] * k)
             history = torch.cat([c[:, None] for c in reversed(carried)] + [x], dim=1)  # oldest first
@@ -312,7 +276,8 @@ class RainMamba(nn.Module):
                                    torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)], dim=1)
                 earlier = [history[:, k - j:k - j + frames].flatten(0, 1) for j in range(1, k + 1)]
                 valid = [there[:, k - j:k - j + frames].flatten() for j in range(1, k + 1)]
-                prev = agreed_difference(x.flatten(0, 1), earlier, valid)
+                n = self.config.detail_align_frames
+                prev = agreed_difference(x.flatten(0, 1), earlier[:n], valid[:n])
                 if self.config.detail_align_thin:
                     prev = thin_brightening(prev, self.config.detail_align_thin)
                 prev = prev.view_as(x) * ALIGN_GAIN
@@ -323,6 +288,11 @@ class RainMamba(nn.Module):
         out = self._decode(g, x, prev)[..., :height, :width]
         if self.config.residual_output:
             out = out + clip
+        if self.config.novelty_clamp and not self.training:  # an inference guard (model card (49))
+            n = self.config.novelty_clamp_frames
+            crop = [e[..., :height, :width] for e in earlier[:n]]
+            out = novelty_clamp(clip.flatten(0, 1), out.flatten(0, 1), crop, valid[:n],
+                                self.config.novelty_clamp, self.config.novelty_clamp_fade).view_as(out)
         if return_state:
             new_state['conv1.cache'] = c1
             new_state['upconv2.cache'] = c2
@@ -363,9 +333,17 @@ class RainMamba(nn.Module):
         state['upconv2.cache'] = torch.zeros(batch, 2 * nf, 2, h // 2, w // 2, device=device, dtype=dtype)
         if self.config.detail_previous:  # the previous (padded) input frame; zero before the first
             state['detail.prev'] = torch.zeros(batch, 3, 4 * h, 4 * w, device=device, dtype=dtype)
-            for j in range(2, (self.config.detail_align_frames if self.config.detail_align else 1) + 1):
+            for j in range(2, self._carried_frames() + 1):
                 state[f'detail.prev{j}'] = torch.zeros(batch, 3, 4 * h, 4 * w, device=device, dtype=dtype)
         return state
+
+    def _carried_frames(self) -> int:
+        """How many earlier input frames the state carries (detail_previous models): those the detail
+        head aligns, and those the novelty clamp compares with."""
+        cfg = self.config
+        if not cfg.detail_align:
+            return 1
+        return max(cfg.detail_align_frames, cfg.novelty_clamp_frames if cfg.novelty_clamp else 1)
 
     def step(self, frames: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Derain one frame per stream, carrying the state. Does not modify `state`.

@@ -203,3 +203,61 @@ def thin_brightening(diff: torch.Tensor, width: int) -> torch.Tensor:
     kernel, pad = (1, width), (0, width // 2)
     opened = F.max_pool2d(-F.max_pool2d(-bright, kernel, 1, pad), kernel, 1, pad)  # erosion, then dilation
     return opened - bright
+
+
+# A limit that never binds (a change of at most 1 in [0, 1] frames); finite, so the graph exports.
+_NO_LIMIT = 1e4
+# An earlier frame whose mean absolute difference to the current one (aligned) is below this many
+# grey levels is a repeat of it (a driver that republishes a frame, a frame-rate conversion), which
+# tells nothing about what is new: the novelty clamp skips it (real_rain_yard repeats every other
+# frame: 0.00-0.06 grey levels).
+REPEAT_LEVEL = 0.2
+
+
+def novelty_clamp(current: torch.Tensor, output: torch.Tensor, previous: list[torch.Tensor],
+                  valid: list[torch.Tensor], full: float, fade: float) -> torch.Tensor:
+    """Limit a quiet frame's change to what is new in it against earlier frames aligned onto it.
+
+    Rain falls somewhere else in every frame; a scene's thin bright line (a pole, a window's
+    mullion) was in the earlier frames too. So at each pixel the output may be darker than the input
+    by at most how much brighter the input is than every earlier frame moved onto it (phase
+    correlation), and brighter by at most how much darker it is; where no earlier frame has data
+    the change is kept, and an earlier frame that repeats the current one (mean absolute difference
+    below ``REPEAT_LEVEL`` grey levels) counts as none. Dense rain falls on the same aligned pixel
+    in consecutive frames often enough that the limit would keep real streaks, so it applies only
+    to quiet frames: in full where
+    the frame's mean absolute change is at most ``full`` grey levels (of 255), fading out linearly
+    over the next ``fade`` grey levels (model card (49)).
+
+    Args:
+        current: (N, 3, H, W) input frames in [0, 1]; output: (N, 3, H, W) the model's output.
+        previous: earlier input frames, nearest first, each (N, 3, H, W).
+        valid: for each earlier frame, (N,) bool: False where it does not exist.
+        full, fade: grey levels, full > 0, fade >= 0.
+    Returns:
+        (N, 3, H, W) in ``output``'s dtype.
+    """
+    if len(previous) != len(valid) or not previous:
+        raise ValueError(f'novelty_clamp: {len(previous)} earlier frames and {len(valid)} validity flags; '
+                         'expected the same number, at least one')
+    change = output.float() - current.float()
+    quiet = change.abs().mean((1, 2, 3)) * 255.0
+    if fade > 0:
+        weight = ((full + fade - quiet) / fade).clamp(0.0, 1.0)
+    else:
+        weight = (quiet <= full).float()
+    brighter = darker = have = None
+    for frame, ok in zip(previous, valid):
+        diff, there = _aligned(current, frame, ok)  # earlier minus current
+        # mean absolute difference over where the moved frame has data (3 channels)
+        level = (diff.abs() * there).flatten(1).sum(1) / (3 * there.flatten(1).sum(1)).clamp(min=1.0)
+        moved = level > REPEAT_LEVEL / 255.0
+        there = there * moved[:, None, None, None].to(there.dtype)
+        up = torch.where(there > 0, torch.relu(-diff), torch.full_like(diff, _NO_LIMIT))
+        down = torch.where(there > 0, torch.relu(diff), torch.full_like(diff, _NO_LIMIT))
+        brighter = up if brighter is None else torch.minimum(brighter, up)
+        darker = down if darker is None else torch.minimum(darker, down)
+        have = there if have is None else torch.maximum(have, there)
+    limited = torch.where(have > 0, torch.maximum(torch.minimum(change, darker), -brighter), change)
+    out = current.float() + change + weight[:, None, None, None] * (limited - change)
+    return out.to(output.dtype)

@@ -267,3 +267,41 @@ def gilbert3d(h: int, w: int, t: int) -> torch.Tensor:
     """
     _check_sizes(h=h, w=w, t=t)
     return _gilbert3d_flat(int(h), int(w), int(t)).clone()
+
+
+# ------------------------------------------------------------------ scan orders of the model's token grids
+@functools.lru_cache(maxsize=64)
+def hilbert3d_raster_order(height: int, width: int, frames: int) -> torch.Tensor:
+    """Raster (T, H, W) index of each position of the 3D curve over (H, W, T), T fastest."""
+    return authors_curve_to_raster(gilbert3d(height, width, frames), height, width, frames)
+
+
+def authors_curve_to_raster(curve: torch.Tensor, height: int, width: int, frames: int) -> torch.Tensor:
+    """Convert a curve in the authors' format (flat index i*W*T + j*T + k over (H, W, T))
+    into raster (T, H, W) token indices k*H*W + i*W + j."""
+    curve = curve.long().cpu()
+    if curve.numel() != height * width * frames:
+        raise ValueError(f'Hilbert curve has {curve.numel()} entries; the feature grid {height}x{width}x{frames} '
+                         f'needs {height * width * frames}')
+    i, rem = curve // (width * frames), curve % (width * frames)
+    j, k = rem // frames, rem % frames
+    return k * height * width + i * width + j
+
+
+@functools.lru_cache(maxsize=64)
+def hilbert2d_order(height: int, width: int) -> torch.Tensor:
+    return gilbert2d(height, width).long()
+
+
+_INVERSES: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def inverse_order(order: torch.Tensor) -> torch.Tensor:
+    """argsort of a permutation (gathering with it undoes a gather with `order`), cached for the
+    orders of `RainMamba._orders` (which are cached themselves, so the same tensor object comes back)."""
+    hit = _INVERSES.get(id(order))
+    if hit is None or hit[0] is not order:
+        if len(_INVERSES) > 64:
+            _INVERSES.clear()
+        hit = _INVERSES[id(order)] = (order, torch.argsort(order))
+    return hit[1]

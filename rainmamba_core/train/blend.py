@@ -14,9 +14,12 @@ such a blend (`scripts/train_default.sh`). The checkpoint keeps both inputs' tra
 
 Both models must have the same configuration and the same keys and shapes; integer buffers must
 be equal. Anything else is refused with what differs. The one exception is a key that adds no
-weights (``WEIGHT_FREE_KEYS``: ``detail_align_thin``, what the detail head is shown): a fine-tune
-that switched it on blends with its base, and the blend runs with the fine-tune's value (said on
-the console).
+weights (``WEIGHT_FREE_KEYS``: ``detail_align_thin``, what the detail head is shown, and the
+``novelty_clamp`` options, an inference guard on the output): a fine-tune that switched one on
+blends with its base, and the blend runs with the fine-tune's value (said on the console).
+``--set KEY=VALUE`` sets one of them on the result, so the same verb switches the bundled model's
+novelty clamp off (``rainmamba blend default default --alpha 0 --set novelty_clamp=0 --out
+no_clamp.pt``: the weights as they are, the clamp off).
 """
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ def blend_state_dicts(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tens
 # Config keys that change what a layer is shown but add no weights: two models that differ only in
 # them still blend (a fine-tune that switched one on from its base), and the blend takes the
 # fine-tune's value.
-WEIGHT_FREE_KEYS = ('detail_align_thin',)
+WEIGHT_FREE_KEYS = ('detail_align_thin', 'novelty_clamp', 'novelty_clamp_fade', 'novelty_clamp_frames')
 
 
 def _training_summary(path: Path) -> dict:
@@ -75,12 +78,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--alpha', type=float, required=True,
                         help='how far towards the fine-tune, 0-1 (0 = the base, 1 = the fine-tune)')
     parser.add_argument('--out', required=True, help='the blended checkpoint to write (.pt)')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='settings',
+                        help='set an option that adds no weights on the result (repeatable): '
+                             + ', '.join(WEIGHT_FREE_KEYS) + '; e.g. --set novelty_clamp=0 switches the '
+                             'novelty clamp off')
+
+
+def parse_settings(items: list[str]) -> dict[str, float | int]:
+    """``KEY=VALUE`` strings -> {key: number} for `WEIGHT_FREE_KEYS` (refused otherwise, with why)."""
+    out: dict[str, float | int] = {}
+    for item in items:
+        key, eq, value = item.partition('=')
+        key = key.strip()
+        if not eq or key not in WEIGHT_FREE_KEYS:
+            raise BlendError(f'--set {item!r}: expected KEY=VALUE with KEY one of {", ".join(WEIGHT_FREE_KEYS)} '
+                             '(options that add no weights; the weights come from the two models)')
+        try:
+            out[key] = float(value) if key in ('novelty_clamp', 'novelty_clamp_fade') else int(value)
+        except ValueError:
+            raise BlendError(f'--set {item!r}: {value!r} is not a number') from None
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     from rainmamba_core.models.rainmamba import RainMamba
     from rainmamba_core.paths import DEFAULT_MODEL
     base_path = DEFAULT_MODEL if args.base == 'default' else Path(args.base)
+    settings = parse_settings(getattr(args, 'settings', []))
     out = Path(args.out)
     if out.suffix not in ('.pt', '.pth'):
         raise BlendError(f'--out {out}: expected a .pt or .pth file name')
@@ -104,10 +128,20 @@ def run(args: argparse.Namespace) -> int:
     # the blended weights go into the fine-tune's model
     blended = tuned
     blended.load_state_dict(blend_state_dicts(base.state_dict(), tuned.state_dict(), args.alpha))
+    if settings:
+        from rainmamba_core.models.config import ConfigError, RainMambaConfig
+        try:  # checked as a whole (the clamp needs the aligned head, ranges)
+            config = RainMambaConfig.from_dict({**dataclasses.asdict(tuned.config), **settings})
+        except ConfigError as exc:
+            raise BlendError(f'--set {", ".join(getattr(args, "settings", []))}: {exc}') from None
+        blended = RainMamba(config)
+        blended.load_state_dict(tuned.state_dict())
+        print('rainmamba blend: set ' + ', '.join(f'{k}={v}' for k, v in settings.items()))
     # each input's own training summary goes along, so a blend of blends still says how every
     # part of it was trained (the bundled default is one: scripts/train_default.sh)
     blended.save_checkpoint(out, extra={'training': {'blend': {
         'base': str(args.base), 'tuned': str(args.tuned), 'alpha': float(args.alpha),
-        'base_training': _training_summary(base_path), 'tuned_training': _training_summary(Path(args.tuned))}}})
+        'base_training': _training_summary(base_path), 'tuned_training': _training_summary(Path(args.tuned)),
+        **({'set': settings} if settings else {})}}})
     print(f'rainmamba blend: {1 - args.alpha:g} x {args.base} + {args.alpha:g} x {args.tuned} -> {out}')
     return 0
