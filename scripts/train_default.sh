@@ -83,13 +83,13 @@ stage stage10_sharp --config tiny_cpu_sharp model.init_from="$out/stage9_video/m
 aligned=(model.overrides.detail_previous=true model.overrides.detail_align=true)
 real_mix=("data.options.real_roots=[${RAINMAMBA_SHARED:-/work/shared}/data/real_rain_yard]" data.options.real_prob=0.25
           data.options.real_holdout=14 data.options.real_outside_weight=0.1)
-blend() {
-    local base=$1 tuned=$2 alpha=$3 dest=$4
+blend() {  # base, fine-tune, share, the file; then options such as --set KEY=VALUE
+    local base=$1 tuned=$2 alpha=$3 dest=$4; shift 4
     if [ -f "$dest" ]; then
         echo "[train_default] $(basename "$dest"): done already ($dest)"
         return
     fi
-    local cmd=("$run" blend "$base" "$tuned" --alpha "$alpha" --out "$dest")
+    local cmd=("$run" blend "$base" "$tuned" --alpha "$alpha" --out "$dest" "$@")
     echo "[train_default] $(basename "$dest"): ${cmd[*]}"
     if [ "${DRY_RUN:-0}" != 1 ]; then
         "${cmd[@]}"
@@ -148,7 +148,10 @@ blend "$out/thin_seeds_ab.pt" "$out/thin_real_blendc.pt" 0.3333333 "$out/thin_se
 # same seeds and options otherwise) and their soup blended as the session-18 soup was; the default
 # is that thin soup blended 70 % towards the three seeds' average. About 26, 51 and 18 min.
 soup_stages thin thin_crop160_real_blend.pt thin_soup.pt "${thin_cue[@]}"
-blend "$out/thin_soup.pt" "$out/thin_seeds_abc.pt" 0.7 "$out/default_tiny.pt"
+# Session 30: the default runs with the novelty clamp (model card (49)): on quiet frames (mean change
+# up to 1 grey level, fading out by 1.6) the change is limited to what is new against the two
+# earlier frames aligned onto the frame. It adds no weights.
+blend "$out/thin_soup.pt" "$out/thin_seeds_abc.pt" 0.7 "$out/default_tiny.pt" --set novelty_clamp=1.0
 if [ "${DRY_RUN:-0}" != 1 ]; then
     echo "[train_default] wrote $out/default_tiny.pt; evaluate it with:"
     echo "  $run eval --suite generalisation --model $out/default_tiny.pt --out out/eval/suite"

@@ -90,7 +90,8 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
     soup's recipe with the thin cue) and `thin_abc` the average of three seeds'
     `blend(stage 14, stage 15, 0.3)` (`blend(blend(a, b, 0.5), c, 1/3)`); each blend keeps its inputs'
     training summaries, so the nine runs' configs are all in the file (stage 13 is stage 14's start:
-    its config is not stored, nor are the non-thin stages 11-12, which only start stage 13).
+    its config is not stored, nor are the non-thin stages 11-12, which only start stage 13); the last
+    blend also sets the novelty clamp (`--set novelty_clamp=1.0`, stored as the blend's `set`).
     """
     import shlex
     import subprocess
@@ -153,6 +154,11 @@ def test_train_default_script_ends_with_the_shipped_recipe(tmp_path: Path, capsy
     assert (top['alpha'], seeds_abc['alpha'], seeds_ab['alpha'], soup['alpha'], inner['alpha']) == (
         0.7, 0.3333333, 0.5, 0.5, 0.3)
     assert all(b['alpha'] == 0.3 for b in per_seed.values())
+    # the last blend sets the novelty clamp (session 30), as the shipped file stores and runs it
+    last = blends[-1]
+    assert last[last.index('--set') + 1] == 'novelty_clamp=1.0' and top['set'] == {'novelty_clamp': 1.0}
+    assert rm.load_default_model().config.novelty_clamp == 1.0
+    assert [b for b in blends[:-1] if '--set' in b] == []
     same(planned('stage11_thin'), soup['base_training']['train_config'])
     same(planned('stage11b_thin'), inner['base_training']['train_config'])
     same(planned('stage12_thin'), inner['tuned_training']['train_config'])
