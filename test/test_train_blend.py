@@ -135,3 +135,20 @@ def test_blend_sets_an_option_that_adds_no_weights_and_refuses_any_other(tmp_pat
     assert main(['blend', str(tmp_path / 'plain.pt'), str(tmp_path / 'plain.pt'), '--alpha', '0.5',
                  '--set', 'novelty_clamp=1', '--out', str(tmp_path / 'x.pt')]) == 2
     assert 'needs detail_previous=True and detail_align=True' in capsys.readouterr().err
+
+
+def test_the_bundled_model_s_clamp_switches_off_with_its_weights_unchanged(tmp_path: Path, capsys) -> None:
+    """What docs/ros.md tells a user: `blend default default --alpha 0 --set novelty_clamp=0`."""
+    from rainmamba_core.models.rainmamba import load_default_model
+    from rainmamba_core.paths import DEFAULT_MODEL
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f'{DEFAULT_MODEL} is not in this checkout')
+    bundled = load_default_model()
+    assert bundled.config.novelty_clamp > 0   # the shipped model runs with the clamp
+    assert main(['blend', 'default', 'default', '--alpha', '0', '--set', 'novelty_clamp=0',
+                 '--out', str(tmp_path / 'no_clamp.pt')]) == 0
+    off = RainMamba.from_checkpoint(tmp_path / 'no_clamp.pt')
+    assert off.config.novelty_clamp == 0.0
+    assert all(torch.equal(v, bundled.state_dict()[k]) for k, v in off.state_dict().items())
+    assert main(['blend', 'default', 'default', '--alpha', '0', '--out', str(DEFAULT_MODEL)]) == 2
+    assert 'is one of the inputs' in capsys.readouterr().err

@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.split('\n\n')[0]
     parser.add_argument('base', help="the model the fine-tune started from (or a sibling trained from the same "
                                      "model): a .pt checkpoint, or 'default' for the bundled model")
-    parser.add_argument('tuned', help='the fine-tuned model (.pt checkpoint, the same architecture)')
+    parser.add_argument('tuned', help="the fine-tuned model (.pt checkpoint, the same architecture), or 'default'")
     parser.add_argument('--alpha', type=float, required=True,
                         help='how far towards the fine-tune, 0-1 (0 = the base, 1 = the fine-tune)')
     parser.add_argument('--out', required=True, help='the blended checkpoint to write (.pt)')
@@ -104,14 +104,15 @@ def run(args: argparse.Namespace) -> int:
     from rainmamba_core.models.rainmamba import RainMamba
     from rainmamba_core.paths import DEFAULT_MODEL
     base_path = DEFAULT_MODEL if args.base == 'default' else Path(args.base)
+    tuned_path = DEFAULT_MODEL if args.tuned == 'default' else Path(args.tuned)
     settings = parse_settings(getattr(args, 'settings', []))
     out = Path(args.out)
     if out.suffix not in ('.pt', '.pth'):
         raise BlendError(f'--out {out}: expected a .pt or .pth file name')
-    if out.resolve() in (base_path.resolve(), Path(args.tuned).resolve()):
+    if out.resolve() in (base_path.resolve(), tuned_path.resolve()):
         raise BlendError(f'--out {out} is one of the inputs: write the blend to a new file')
     base = RainMamba.from_checkpoint(base_path)
-    tuned = RainMamba.from_checkpoint(args.tuned)
+    tuned = RainMamba.from_checkpoint(tuned_path)
     # every field (to_dict leaves out late keys at their default, which would read as None here)
     a, b = dataclasses.asdict(base.config), dataclasses.asdict(tuned.config)
     # a key that adds no weights (what the head is shown) may differ: the blend runs the fine-tune's
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     differ = [f'{k}: {a.get(k)!r} vs {b.get(k)!r}' for k in sorted(set(a) | set(b))
               if a.get(k) != b.get(k) and k not in WEIGHT_FREE_KEYS]
     if differ:
-        raise BlendError(f'{base_path} and {args.tuned} have different architectures ({"; ".join(differ)}): '
+        raise BlendError(f'{base_path} and {tuned_path} have different architectures ({"; ".join(differ)}): '
                          'only models trained from one model (a fine-tune and its base, or two fine-tunes '
                          'of it) can be blended')
     if taken:
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     # part of it was trained (the bundled default is one: scripts/train_default.sh)
     blended.save_checkpoint(out, extra={'training': {'blend': {
         'base': str(args.base), 'tuned': str(args.tuned), 'alpha': float(args.alpha),
-        'base_training': _training_summary(base_path), 'tuned_training': _training_summary(Path(args.tuned)),
+        'base_training': _training_summary(base_path), 'tuned_training': _training_summary(tuned_path),
         **({'set': settings} if settings else {})}}})
     print(f'rainmamba blend: {1 - args.alpha:g} x {args.base} + {args.alpha:g} x {args.tuned} -> {out}')
     return 0
