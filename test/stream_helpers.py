@@ -24,6 +24,21 @@ def stream_rel_error(model, clip: torch.Tensor) -> float:
     return ((stepped - full).norm() / full.norm()).item()
 
 
+def assert_streams_carrying(model, frames: int) -> None:
+    """Stepping ``model`` through a random clip equals its whole-clip forward (float rounding only:
+    DESIGN.md's 1e-5), and its state carries the last ``frames`` input frames, newest first
+    (``detail.prev``, ``detail.prev2`` ...)."""
+    clip = torch.rand(2, 5, 3, 40, 56)
+    keys = ['detail.prev'] + [f'detail.prev{j}' for j in range(2, frames + 1)]
+    assert sorted(k for k in model.init_state(2, 40, 56) if k.startswith('detail.')) == keys
+    with torch.no_grad():
+        full = model(clip)
+    stepped, carried = step_all(model, clip)
+    assert ((stepped - full).norm() / full.norm()).item() <= 1e-5
+    for j, key in enumerate(keys, 1):
+        assert torch.equal(carried[key], clip[:, -j]), key
+
+
 def blind_to_previous(model):
     """A copy of a ``detail_previous`` model whose detail head ignores the previous frame (the first
     conv's weights on those three input channels zeroed): what the head owes to that input."""

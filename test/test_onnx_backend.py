@@ -55,6 +55,31 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
+def _pan_parity(graph, model, other, streaks: bool) -> tuple[float, float]:
+    """Five frames of a smooth scene panning (2, 3) px a frame at 48x64 (with ``streaks``, a bright
+    streak of rain somewhere new in each), stepped through the graph, ``model`` and ``other``:
+    (worst relative error of the graph against ``model``, largest relative gap of ``model`` to
+    ``other``, which shows that what the two differ by acts on the frames)."""
+    import torch.nn.functional as F
+    coarse = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(4))
+    scene = F.interpolate(coarse, size=(120, 160), mode='bicubic', align_corners=False).clamp(0, 1)
+    state, other_state = model.init_state(1, 48, 64), other.init_state(1, 48, 64)
+    feeds = {f'state.{k}': v.numpy() for k, v in state.items()}
+    worst = gap = 0.0
+    for t in range(5):
+        frame = scene[..., 10 + 2 * t:58 + 2 * t, 20 + 3 * t:84 + 3 * t].clone()
+        if streaks:
+            frame[..., 6:40, 5 + 11 * t:7 + 11 * t] = 1.0
+        with torch.no_grad():
+            ref, state = model.step(frame, state)
+            alt, other_state = other.step(frame, other_state)
+        res = graph.session.run(None, {'frame': frame.numpy(), **feeds})
+        feeds = {s['input']: r for s, r in zip(graph.state_layout, res[1:])}
+        worst = max(worst, _rel(res[0], ref.numpy()))
+        gap = max(gap, _rel(ref.numpy(), alt.numpy()))
+    return worst, gap
+
+
 def _carried_steps(graph, model, h: int, w: int, steps: int, seed: int):
     """Step ORT's graph and the torch model side by side on random frames, each carrying its own
     state; returns (worst relative error of the output, of the state, ORT's last state feeds, last frame)."""
@@ -119,7 +144,6 @@ def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path, fr
     # the exporter reaches) and must follow torch's FFT over a panning clip (same bounds as above);
     # detail_align_frames=2 carries the frame before the last too, and aligns both;
     # detail_align_thin=5 keeps the thin brightening only (max pools in the graph)
-    import torch.nn.functional as F
     from stream_helpers import blind_to_previous
 
     from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
@@ -132,22 +156,7 @@ def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path, fr
     graph = make_onnx_backend(tmp_path / 'align.pt', device='cpu', cache_dir=tmp_path / 'cache').graph('step', 48, 64)
     carried = {s['input'] for s in graph.state_layout if s['input'].startswith('state.detail.')}
     assert carried == {'state.detail.prev'} | ({'state.detail.prev2'} if frames == 2 else set())
-    coarse = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(4))
-    scene = F.interpolate(coarse, size=(120, 160), mode='bicubic', align_corners=False).clamp(0, 1)
-    blind = blind_to_previous(model)
-    state, blind_state = model.init_state(1, 48, 64), blind.init_state(1, 48, 64)
-    feeds = {f'state.{k}': v.numpy() for k, v in state.items()}
-    worst = cue = 0.0
-    for t in range(5):  # a pan of (2, 3) px per frame
-        frame = scene[..., 10 + 2 * t:58 + 2 * t, 20 + 3 * t:84 + 3 * t].clone()
-        frame[..., 6:40, 5 + 11 * t:7 + 11 * t] = 1.0   # a streak of rain in each frame, somewhere new
-        with torch.no_grad():
-            ref, state = model.step(frame, state)
-            without, blind_state = blind.step(frame, blind_state)
-        res = graph.session.run(None, {'frame': frame.numpy(), **feeds})
-        feeds = {s['input']: r for s, r in zip(graph.state_layout, res[1:])}
-        worst = max(worst, _rel(res[0], ref.numpy()))
-        cue = max(cue, _rel(ref.numpy(), without.numpy()))
+    worst, cue = _pan_parity(graph, model, blind_to_previous(model), streaks=True)
     assert cue > 100 * RTOL, cue     # the aligned input changes the output: the parity below means something
     assert worst <= RTOL, worst
 
@@ -155,8 +164,6 @@ def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path, fr
 def test_a_model_with_the_novelty_clamp_exports(tmp_path: Path) -> None:
     # the clamp aligns two earlier frames in the graph (matrix-product phase correlation, carried
     # frames) and must follow torch's clamped output over a panning clip (same bounds as above)
-    import torch.nn.functional as F
-
     from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
     torch.manual_seed(0)
     cfg = dict(detail_channels=8, detail_previous=True, detail_align=True)
@@ -169,20 +176,7 @@ def test_a_model_with_the_novelty_clamp_exports(tmp_path: Path) -> None:
     graph = make_onnx_backend(tmp_path / 'clamp.pt', device='cpu', cache_dir=tmp_path / 'cache').graph('step', 48, 64)
     carried = {s['input'] for s in graph.state_layout if s['input'].startswith('state.detail.')}
     assert carried == {'state.detail.prev', 'state.detail.prev2'}
-    coarse = torch.rand(1, 3, 16, 20, generator=torch.Generator().manual_seed(4))
-    scene = F.interpolate(coarse, size=(120, 160), mode='bicubic', align_corners=False).clamp(0, 1)
-    state, plain_state = model.init_state(1, 48, 64), plain.init_state(1, 48, 64)
-    feeds = {f'state.{k}': v.numpy() for k, v in state.items()}
-    worst = clamped = 0.0
-    for t in range(5):  # a pan of (2, 3) px per frame
-        frame = scene[..., 10 + 2 * t:58 + 2 * t, 20 + 3 * t:84 + 3 * t].clone()
-        with torch.no_grad():
-            ref, state = model.step(frame, state)
-            free, plain_state = plain.step(frame, plain_state)
-        res = graph.session.run(None, {'frame': frame.numpy(), **feeds})
-        feeds = {s['input']: r for s, r in zip(graph.state_layout, res[1:])}
-        worst = max(worst, _rel(res[0], ref.numpy()))
-        clamped = max(clamped, _rel(ref.numpy(), free.numpy()))
+    worst, clamped = _pan_parity(graph, model, plain, streaks=False)
     assert clamped > 100 * RTOL, clamped     # the clamp changes the output: the parity below means something
     assert worst <= RTOL, worst
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from stream_helpers import blind_to_previous, step_all, stream_rel_error
+from stream_helpers import assert_streams_carrying, blind_to_previous, stream_rel_error
 
 from rainmamba_core.models.config import LATE_KEYS, ConfigError
 from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
@@ -216,18 +216,7 @@ def test_a_head_reading_several_earlier_frames_streams_like_the_whole_clip(frame
     model = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True,
                                            detail_align_frames=frames)).eval()
     torch.nn.init.normal_(model.detail.out.weight, std=0.05)
-    clip = torch.rand(2, 5, 3, 40, 56)
-    state = model.init_state(2, 40, 56)
-    assert sorted(k for k in state if k.startswith('detail.')) == ['detail.prev'] + [
-        f'detail.prev{j}' for j in range(2, frames + 1)]
-    with torch.no_grad():
-        full = model(clip)
-    stepped, carried = step_all(model, clip)
-    # the same ops on the same frames, grouped differently: float rounding only (DESIGN.md's 1e-5)
-    assert ((stepped - full).norm() / full.norm()).item() <= 1e-5
-    for j in range(1, frames + 1):   # the last frames, newest first
-        key = 'detail.prev' if j == 1 else f'detail.prev{j}'
-        assert torch.equal(carried[key], clip[:, -j]), key
+    assert_streams_carrying(model, frames)
 
 
 # ------------------------------------------------------------------ thin bright parts only
