@@ -225,9 +225,8 @@ def novelty_clamp(current: torch.Tensor, output: torch.Tensor, previous: list[to
     the change is kept, and an earlier frame that repeats the current one (mean absolute difference
     below ``REPEAT_LEVEL`` grey levels) counts as none. Dense rain falls on the same aligned pixel
     in consecutive frames often enough that the limit would keep real streaks, so it applies only
-    to quiet frames: in full where
-    the frame's mean absolute change is at most ``full`` grey levels (of 255), fading out linearly
-    over the next ``fade`` grey levels (model card (49)).
+    to quiet frames: in full where the frame's mean absolute change is at most ``full`` grey levels
+    (of 255), fading out linearly over the next ``fade`` grey levels (model card (49)).
 
     Args:
         current: (N, 3, H, W) input frames in [0, 1]; output: (N, 3, H, W) the model's output.
@@ -253,8 +252,9 @@ def novelty_clamp(current: torch.Tensor, output: torch.Tensor, previous: list[to
         level = (diff.abs() * there).flatten(1).sum(1) / (3 * there.flatten(1).sum(1)).clamp(min=1.0)
         moved = level > REPEAT_LEVEL / 255.0
         there = there * moved[:, None, None, None].to(there.dtype)
-        up = torch.where(there > 0, torch.relu(-diff), torch.full_like(diff, _NO_LIMIT))
-        down = torch.where(there > 0, torch.relu(diff), torch.full_like(diff, _NO_LIMIT))
+        free = torch.full_like(diff, _NO_LIMIT)
+        up = torch.where(there > 0, torch.relu(-diff), free)
+        down = torch.where(there > 0, torch.relu(diff), free)
         brighter = up if brighter is None else torch.minimum(brighter, up)
         darker = down if darker is None else torch.minimum(darker, down)
         have = there if have is None else torch.maximum(have, there)
