@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from rainmamba_core.errors import RainMambaError
+from rainmamba_core.models.config import LATE_KEYS
 
 
 class BlendError(RainMambaError, ValueError):
@@ -94,7 +95,7 @@ def parse_settings(items: list[str]) -> dict[str, float | int]:
             raise BlendError(f'--set {item!r}: expected KEY=VALUE with KEY one of {", ".join(WEIGHT_FREE_KEYS)} '
                              '(options that add no weights; the weights come from the two models)')
         try:
-            out[key] = float(value) if key in ('novelty_clamp', 'novelty_clamp_fade') else int(value)
+            out[key] = type(LATE_KEYS[key])(value)   # each key's type is that of its default
         except ValueError:
             raise BlendError(f'--set {item!r}: {value!r} is not a number') from None
     return out
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         try:  # checked as a whole (the clamp needs the aligned head, ranges)
             config = RainMambaConfig.from_dict({**dataclasses.asdict(tuned.config), **settings})
         except ConfigError as exc:
-            raise BlendError(f'--set {", ".join(getattr(args, "settings", []))}: {exc}') from None
+            raise BlendError(f'--set {", ".join(f"{k}={v}" for k, v in settings.items())}: {exc}') from None
         blended = RainMamba(config)
         blended.load_state_dict(tuned.state_dict())
         print('rainmamba blend: set ' + ', '.join(f'{k}={v}' for k, v in settings.items()))
