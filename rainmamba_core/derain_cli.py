@@ -147,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
             from rainmamba_core.models.rainmamba import RainMamba
             from rainmamba_core.streaming.offline import derain_video
             model = RainMamba.from_checkpoint(model_path) if model_path else None
+            clamp = derainer_kwargs(options).get('novelty_clamp')
+            if model is not None and clamp is not None:
+                from rainmamba_core.models.config import with_novelty_clamp
+                model.config = with_novelty_clamp(model.config, clamp)
             if model is not None and (mode == 'tiled' or not model.config.causal):
                 # The authors' windows and tiles see the whole clip: it is loaded at once.
                 names, loaded = zip(*frames)

@@ -78,6 +78,11 @@ DERAINER_OPTIONS: tuple[DerainerOption, ...] = (
     DerainerOption('flip_ensemble', bool, False, 'Also derain every frame mirrored left to right (with '
                    'its own carried state) and average the two: better on every rain set of the model '
                    "card's suite (NTURain a2 +0.16 dB with the bundled model) at twice the compute."),
+    DerainerOption('novelty_clamp', float, -1.0, 'Novelty clamp (models with an aligned detail head; no '
+                   'weights): on frames the model changes by at most this many grey levels on average, its '
+                   'change is limited to what is new against two earlier frames aligned onto the frame '
+                   '(clean frames come back closer to themselves). -1 = the model file\'s own (1.0 in the '
+                   'bundled default), 0 = off. An .onnx file has it fixed at export.', range=(-1.0, 255.0)),
 )
 
 OPTIONS: dict[str, DerainerOption] = {o.name: o for o in DERAINER_OPTIONS}
@@ -117,6 +122,9 @@ def check_option(name: str, value: Any) -> None:
     check_value(name, value, opt.type, opt.choices, opt.range)
     if name == 'device' and not DEVICE_PATTERN.match(value):
         raise OptionError(f"device='{value}' is not auto, cpu, cuda or cuda:N")
+    if name == 'novelty_clamp' and -1.0 < value < 0.0:
+        raise OptionError(f'novelty_clamp={value} is between -1 and 0: give -1 (the model file\'s own), '
+                          '0 (off) or a mean change in grey levels > 0')
     if name == 'model_path' and value and not value.endswith(('.pt', '.pth', '.onnx')):
         raise OptionError(f"model_path='{value}' should be a .pt/.pth checkpoint or an .onnx "
                           "file ('' = the bundled default model)")
@@ -148,6 +156,8 @@ def derainer_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     kw = {o.name: values[o.name] for o in DERAINER_OPTIONS if o.name in values}
     if 'model_path' in kw:
         kw['model_path'] = kw['model_path'] or None
+    if kw.get('novelty_clamp') is not None and kw['novelty_clamp'] < 0:
+        kw['novelty_clamp'] = None  # -1: the model file's own
     return kw
 
 

@@ -156,9 +156,13 @@ class DerainNode(Node):
 
     @staticmethod
     def _flip_said(derainer: Any) -> str:
+        said = ''
         if getattr(derainer, 'flip_ensemble', False):
-            return ' with the flip ensemble (each frame also derained mirrored: twice the compute)'
-        return ''
+            said = ' with the flip ensemble (each frame also derained mirrored: twice the compute)'
+        clamp = getattr(derainer, 'novelty_clamp', None)
+        if clamp is not None:
+            said += f', novelty clamp {clamp:g}' if clamp else ', novelty clamp off'
+        return said
 
     def _say_size_bound(self) -> None:
         bound = getattr(self._derainer, 'size_bound', None)

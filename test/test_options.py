@@ -47,10 +47,13 @@ def test_the_old_flags_still_parse() -> None:
     kw = replay_cli._derainer_kwargs(args)
     assert kw == {'model_path': 'm.pt', 'mode': 'windowed', 'window': None, 'backend': 'torch',
                   'device': 'cpu', 'precision': 'fp32', 'max_size': 320, 'max_pixels': 0,
-                  'flip_ensemble': False, 'gap_reset_s': 2.0}
+                  'flip_ensemble': False, 'novelty_clamp': None, 'gap_reset_s': 2.0}
     # A switch: the flag alone turns it on, and it reaches the Derainer as a bool.
     args = parser.parse_args(['in', 'out', '--flip-ensemble'])
     assert replay_cli._derainer_kwargs(args)['flip_ensemble'] is True
+    # The novelty clamp: -1 (the default) is the model file's own (None to the Derainer), 0 is off.
+    args = parser.parse_args(['in', 'out', '--novelty-clamp', '0'])
+    assert replay_cli._derainer_kwargs(args)['novelty_clamp'] == 0.0
 
 
 @pytest.mark.parametrize('argv, said', [
@@ -58,6 +61,7 @@ def test_the_old_flags_still_parse() -> None:
     (['--device', 'gpu'], "device='gpu' is not auto, cpu, cuda or cuda:N"),
     (['--model', 'weights.bin'], "model_path='weights.bin' should be a .pt/.pth checkpoint"),
     (['--max-pixels', 'many'], "expected int, got 'many'"),
+    (['--novelty-clamp', '-0.5'], 'novelty_clamp=-0.5 is between -1 and 0'),
 ])
 def test_flags_are_checked_by_the_table(argv, said, capsys) -> None:
     parser = argparse.ArgumentParser()

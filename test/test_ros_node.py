@@ -630,6 +630,7 @@ def test_stamp_going_backwards_resets_the_stream(shared_node: tuple[NodeProcess,
     ('window', 0, ''),                 # rclpy's own range check; its wording is rclpy's
     ('model_path', 'weights.bin', 'should be a .pt/.pth checkpoint or an .onnx file'),
     ('model_path', '/nonexistent/model.pt', 'the previous model keeps running'),
+    ('novelty_clamp', -0.5, 'between -1 and 0'),
 ])
 def test_invalid_parameters_are_refused_with_reason(shared_node: tuple[NodeProcess, Client],
                                                     name: str, value: Any, reason: str) -> None:
@@ -677,6 +678,29 @@ def test_flip_ensemble_switched_on_at_run_time(shared_node: tuple[NodeProcess, C
         assert int(client.diag('/image')['resets.node.reload']) == int(before['resets.node.reload']) + 1
     finally:
         assert client.set_param('flip_ensemble', False).successful
+
+
+def test_novelty_clamp_switched_off_and_back_at_run_time(shared_node: tuple[NodeProcess, Client]) -> None:
+    node, client = shared_node
+    before = client.diag('/image')
+    res = client.set_param('novelty_clamp', 0.0)  # rebuilds the Derainer with the clamp off
+    assert res.successful, res.reason
+    try:
+        sent = client.publish(rainy(82), 'rgb8')
+        out = client.wait_frame('', sent.header.stamp)
+        assert (out.height, out.width) == (H, W)
+        assert int(client.diag('/image')['resets.node.reload']) == int(before['resets.node.reload']) + 1
+        assert 'model reloaded' in node.text() and 'novelty clamp off' in node.text()
+    finally:
+        assert client.set_param('novelty_clamp', -1.0).successful  # the model file's own again
+    from rainmamba_core.models.rainmamba import load_default_model
+    own = load_default_model().config.novelty_clamp  # 1.0 in the bundled file; 0 in the untrained stand-in
+    said = f'novelty clamp {own:g}' if own else 'novelty clamp off'
+
+    def last_reload() -> str:
+        return [line for line in node.text().splitlines() if 'model reloaded' in line][-1]
+    assert client.spin_until(lambda: last_reload().count('novelty clamp') == 1 and said in last_reload(), 10.0), \
+        last_reload()
 
 
 def test_parameter_descriptors(shared_node: tuple[NodeProcess, Client]) -> None:

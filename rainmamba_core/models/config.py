@@ -127,3 +127,20 @@ class RainMambaConfig:
         if unknown:
             raise ConfigError(f'unknown RainMambaConfig keys {unknown}; valid keys: {sorted(known)}')
         return cls(**data)
+
+
+def with_novelty_clamp(config: RainMambaConfig, value: float) -> RainMambaConfig:
+    """`config` with its novelty clamp (model card (49); an inference guard, no weights) set to
+    `value` grey levels of mean change (0: off), checked like any config.
+
+    The clamp compares each frame with earlier frames the aligned detail head carries, so the
+    streamed state of a model changes layout with it: set it before the first step.
+
+    Raises:
+        ConfigError: `value` is negative, or the model has no aligned detail head to clamp with.
+    """
+    try:
+        return dataclasses.replace(config, novelty_clamp=float(value))
+    except ConfigError as exc:
+        raise ConfigError(f'novelty_clamp={value} cannot be set on this model: {exc}') from None
+

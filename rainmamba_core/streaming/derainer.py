@@ -93,21 +93,32 @@ def mean_with_mirror(direct: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
     return np.round(total * 0.5).astype(np.uint8)
 
 
-def load_backend(model_path: str | Path | None, backend: str, device: str, precision: str):
-    """Build the inference backend for a model file (None/'' -> the bundled default)."""
+def load_backend(model_path: str | Path | None, backend: str, device: str, precision: str,
+                 novelty_clamp: float | None = None):
+    """Build the inference backend for a model file (None/'' -> the bundled default).
+
+    novelty_clamp: None keeps the model file's own; a value >= 0 replaces it (0: off).
+    """
     path = Path(model_path) if model_path else None
     if backend not in ('torch', 'onnxruntime'):
         raise DerainerError(f"backend '{backend}' is not one of torch, onnxruntime")
-    if backend == 'onnxruntime' or (path is not None and path.suffix == '.onnx'):
-        try:
-            from rainmamba_core.backends.onnx_backend import make_onnx_backend
-        except ImportError as exc:
-            raise DerainerError(f'the onnxruntime backend is unavailable: {exc}') from exc
-        return make_onnx_backend(path, device=device, precision=precision)
-    from rainmamba_core.backends.torch_backend import TorchBackend
-    from rainmamba_core.models.rainmamba import RainMamba, load_default_model
-    model = load_default_model() if path is None else RainMamba.from_checkpoint(path)
-    return TorchBackend(model, device=device, precision=precision)
+    from rainmamba_core.models.config import ConfigError
+    try:
+        if backend == 'onnxruntime' or (path is not None and path.suffix == '.onnx'):
+            try:
+                from rainmamba_core.backends.onnx_backend import make_onnx_backend
+            except ImportError as exc:
+                raise DerainerError(f'the onnxruntime backend is unavailable: {exc}') from exc
+            return make_onnx_backend(path, device=device, precision=precision, novelty_clamp=novelty_clamp)
+        from rainmamba_core.backends.torch_backend import TorchBackend
+        from rainmamba_core.models.config import with_novelty_clamp
+        from rainmamba_core.models.rainmamba import RainMamba, load_default_model
+        model = load_default_model() if path is None else RainMamba.from_checkpoint(path)
+        if novelty_clamp is not None:
+            model.config = with_novelty_clamp(model.config, novelty_clamp)
+        return TorchBackend(model, device=device, precision=precision)
+    except ConfigError as exc:
+        raise DerainerError(f'{path or "the bundled default model"}: {exc}') from exc
 
 
 class Derainer:
@@ -136,6 +147,9 @@ class Derainer:
         log_every_s: log resets at most once per this many seconds and reason.
         flip_ensemble: also derain each frame mirrored left to right, with its own carried state,
             and average the two (module docstring): better output at twice the compute.
+        novelty_clamp: the model's novelty clamp in grey levels of mean change (0: off; model card
+            (49)); None keeps the model file's own. Needs a model with an aligned detail head; an
+            .onnx file has it fixed at export, so only its own value is accepted there.
         clock: monotonic seconds for the idle and log bounds (tests pass a fake one).
     """
 
@@ -143,7 +157,7 @@ class Derainer:
                  backend: str | Backend = 'torch', precision: str = 'fp32', window: int | None = None,
                  max_size: int = 0, gap_reset_s: float = 1.0, max_pixels: int = 0, max_streams: int = 64,
                  stream_idle_s: float = 300.0, log_every_s: float = 10.0, flip_ensemble: bool = False,
-                 clock: Callable[[], float] = time.monotonic):
+                 novelty_clamp: float | None = None, clock: Callable[[], float] = time.monotonic):
         if mode not in MODES:
             raise DerainerError(f"mode '{mode}' is not one of {', '.join(MODES)}")
         if max_size < 0 or gap_reset_s <= 0:
@@ -151,8 +165,13 @@ class Derainer:
         if max_pixels < -1 or max_streams < 1 or stream_idle_s <= 0:
             raise DerainerError(f'max_pixels must be >= -1 (-1 = auto, 0 = no limit), max_streams >= 1 and '
                                 f'stream_idle_s > 0 (got {max_pixels}, {max_streams}, {stream_idle_s})')
-        self._backend = (load_backend(model_path, backend, device, precision) if isinstance(backend, str)
-                         else backend)
+        if isinstance(backend, str):
+            self._backend = load_backend(model_path, backend, device, precision, novelty_clamp)
+        elif novelty_clamp is not None:
+            raise DerainerError('novelty_clamp is set when the Derainer loads the model: a ready backend '
+                                'object brings its model as it is (set it on that model\'s config)')
+        else:
+            self._backend = backend
         if mode == 'streaming' and not self._backend.streaming:
             raise DerainerError(f'{model_path or "the model"} is an official (non-causal) model: it cannot stream '
                                 "frame by frame; use mode='windowed'")
@@ -188,6 +207,15 @@ class Derainer:
     @property
     def device(self) -> str:
         return self._backend.device
+
+    @property
+    def novelty_clamp(self) -> float | None:
+        """The model's novelty clamp in grey levels of mean change (0: off); None when the backend does not say."""
+        model = getattr(self._backend, 'model', None)
+        if model is not None and hasattr(model, 'config'):
+            return float(model.config.novelty_clamp)
+        meta = getattr(self._backend, 'meta', None)
+        return float(meta['config'].get('novelty_clamp', 0.0)) if isinstance(meta, dict) else None
 
     @property
     def _on_cuda(self) -> bool:
