@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'config':18s} causal={cfg['causal']} num_features={cfg['num_features']} "
           f"blocks=({cfg['blocks_high1']},{cfg['blocks_low']},{cfg['blocks_high2']}) d_state={cfg['d_state']}"
           + ''.join(f' {k}={cfg[k]}' for k in ('detail_channels', 'detail_previous', 'detail_align',
-                                                'detail_align_thin', 'detail_context') if cfg.get(k))
+                                                'detail_align_thin', 'detail_align_tiles', 'detail_context')
+                    if cfg.get(k))
           + (f" detail_align_frames={cfg['detail_align_frames']}" if cfg.get('detail_align_frames', 1) > 1 else '')
           + (f" novelty_clamp={cfg['novelty_clamp']} (fade {cfg.get('novelty_clamp_fade', 0.6)}, "
              f"{cfg.get('novelty_clamp_frames', 2)} earlier frames)" if cfg.get('novelty_clamp') else ''))

@@ -138,18 +138,21 @@ def test_a_head_with_a_context_block_exports(tmp_path: Path) -> None:
     assert worst_out <= RTOL and worst_state <= STATE_RTOL
 
 
-@pytest.mark.parametrize('frames,thin', [(1, 0), (2, 0), (1, 5)])
-def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path, frames: int, thin: int) -> None:
+@pytest.mark.parametrize('frames,thin,tiles', [(1, 0, 0), (2, 0, 0), (1, 5, 0), (1, 5, 3)])
+def test_a_head_that_reads_the_aligned_previous_frame_exports(tmp_path: Path, frames: int, thin: int,
+                                                              tiles: int) -> None:
     # detail_align: the graph computes the phase correlation by matrix products (ONNX has no FFT
     # the exporter reaches) and must follow torch's FFT over a panning clip (same bounds as above);
     # detail_align_frames=2 carries the frame before the last too, and aligns both;
-    # detail_align_thin=5 keeps the thin brightening only (max pools in the graph)
+    # detail_align_thin=5 keeps the thin brightening only (max pools in the graph);
+    # detail_align_tiles=3 correlates nine tiles and warps by the interpolated shifts (GridSample)
     from stream_helpers import blind_to_previous
 
     from rainmamba_core.models.rainmamba import RainMamba, RainMambaConfig
     torch.manual_seed(0)
     model = RainMamba(RainMambaConfig.tiny(detail_channels=8, detail_previous=True, detail_align=True,
-                                           detail_align_frames=frames, detail_align_thin=thin)).eval()
+                                           detail_align_frames=frames, detail_align_thin=thin,
+                                           detail_align_tiles=tiles)).eval()
     torch.nn.init.normal_(model.detail.out.weight, std=0.05)        # a head that contributes,
     torch.nn.init.normal_(model.detail.body[0].weight, std=0.05)    # and reads the aligned difference
     model.save_checkpoint(tmp_path / 'align.pt')

@@ -124,9 +124,13 @@ def test_blend_sets_an_option_that_adds_no_weights_and_refuses_any_other(tmp_pat
     off = RainMamba.from_checkpoint(tmp_path / 'off.pt')
     assert off.config.novelty_clamp == 0.0
     assert all(torch.equal(v, got.state_dict()[k]) for k, v in off.state_dict().items())
-    for bad, why in [('detail_channels=16', 'KEY one of detail_align_thin, novelty_clamp'),
+    # the head's alignment by tiles: an integer option, the weights as they were
+    assert main(['blend', str(tmp_path / 'c.pt'), str(tmp_path / 'c.pt'), '--alpha', '0',
+                 '--set', 'detail_align_tiles=3', '--out', str(tmp_path / 'tiles.pt')]) == 0
+    assert RainMamba.from_checkpoint(tmp_path / 'tiles.pt').config.detail_align_tiles == 3
+    for bad, why in [('detail_channels=16', 'KEY one of detail_align_thin, detail_align_tiles, novelty_clamp'),
                      ('novelty_clamp', 'expected KEY=VALUE'), ('novelty_clamp=much', "'much' is not a number"),
-                     ('novelty_clamp_frames=7', 'must be 1, 2 or 3')]:
+                     ('novelty_clamp_frames=7', 'must be 1, 2 or 3'), ('detail_align_tiles=5', '2-4 tiles a side')]:
         assert main(['blend', str(tmp_path / 'base.pt'), str(tmp_path / 'tuned.pt'), '--alpha', '0.5',
                      '--set', bad, '--out', str(tmp_path / 'x.pt')]) == 2
         assert why in capsys.readouterr().err, bad

@@ -14,7 +14,7 @@ class ConfigError(RainMambaError, ValueError):
 
 # Config keys added after the first release, with the default that leaves the network as it was.
 LATE_KEYS: dict[str, Any] = {'detail_previous': False, 'detail_align': False, 'detail_context': 0,
-                             'detail_align_frames': 1, 'detail_align_thin': 0,
+                             'detail_align_frames': 1, 'detail_align_thin': 0, 'detail_align_tiles': 0,
                              'novelty_clamp': 0.0, 'novelty_clamp_fade': 0.6, 'novelty_clamp_frames': 2}
 
 
@@ -38,6 +38,7 @@ class RainMambaConfig:
     detail_align: bool = False         # ... moved onto the current frame (phase correlation), as its difference to it
     detail_align_frames: int = 1       # ... from this many earlier frames (1-3, all carried), kept where they agree
     detail_align_thin: int = 0         # ... keeping only thin bright parts: a top-hat this wide across rows (0: all)
+    detail_align_tiles: int = 0        # ... moved by a shift per tile of this many x this many (0: one for the frame)
     detail_context: int = 0            # dilation of a residual block in the detail head that widens its view (0: none)
     novelty_clamp: float = 0.0         # at inference, on frames whose mean change is at most this (grey levels),
     #                                    limit the change to what is new against aligned earlier frames (0: off)
@@ -75,6 +76,10 @@ class RainMambaConfig:
             raise ConfigError(f'detail_align_thin must be 0 (the whole aligned difference) or an odd width >= 3 '
                               '(the top-hat across rows that keeps the thin bright parts), '
                               f'got {self.detail_align_thin}')
+        if self.detail_align_tiles and not (self.detail_align and 2 <= self.detail_align_tiles <= 4):
+            raise ConfigError('detail_align_tiles moves the earlier frames the aligned head sees by one shift per '
+                              'tile: 0 (one shift) or 2-4 tiles a side, with detail_align=True; '
+                              f'got {self.detail_align_tiles}')
         if self.detail_align_thin and not self.detail_align:
             raise ConfigError('detail_align_thin filters the aligned difference: it needs detail_align=True')
         if self.detail_context < 0:

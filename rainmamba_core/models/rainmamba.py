@@ -277,7 +277,7 @@ class RainMamba(nn.Module):
                 earlier = [history[:, k - j:k - j + frames].flatten(0, 1) for j in range(1, k + 1)]
                 valid = [there[:, k - j:k - j + frames].flatten() for j in range(1, k + 1)]
                 n = self.config.detail_align_frames
-                prev = agreed_difference(x.flatten(0, 1), earlier[:n], valid[:n])
+                prev = agreed_difference(x.flatten(0, 1), earlier[:n], valid[:n], self.config.detail_align_tiles)
                 if self.config.detail_align_thin:
                     prev = thin_brightening(prev, self.config.detail_align_thin)
                 prev = prev.view_as(x) * ALIGN_GAIN
@@ -431,6 +431,7 @@ def _config_summary(cfg: RainMambaConfig) -> str:
             + (', detail_align=True' if cfg.detail_align else '')
             + (f', detail_align_frames={cfg.detail_align_frames}' if cfg.detail_align_frames > 1 else '')
             + (f', detail_align_thin={cfg.detail_align_thin}' if cfg.detail_align_thin else '')
+            + (f', detail_align_tiles={cfg.detail_align_tiles}' if cfg.detail_align_tiles else '')
             + (f', detail_context={cfg.detail_context}' if cfg.detail_context else ''))
 
 

@@ -128,11 +128,63 @@ def translate(frames: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, 
     return moved, inside[:, None].to(frames.dtype)
 
 
-def _aligned(current: torch.Tensor, previous: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``translate(previous) - current`` (float32) and where it holds data ((N, 1, H, W) 0/1)."""
+def warp(frames: torch.Tensor, field: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move frames by a shift per pixel (bilinear): ``out(y, x) = frames(y - dy(y, x), x - dx(y, x))``.
+
+    Args:
+        frames: (N, C, H, W); field: (N, 2, H, W) (dy, dx) in pixels, as from `shift_field`.
+    Returns:
+        (N, C, H, W) moved frames, and (N, 1, H, W) where they have data (0/1), as `translate`.
+    """
+    n, _, height, width = frames.shape
+    src_y = torch.arange(height, device=frames.device, dtype=frames.dtype)[None, :, None] - field[:, 0].to(frames.dtype)
+    src_x = torch.arange(width, device=frames.device, dtype=frames.dtype)[None, None, :] - field[:, 1].to(frames.dtype)
+    grid = torch.stack([2 * src_x / max(width - 1, 1) - 1, 2 * src_y / max(height - 1, 1) - 1], -1)
+    moved = F.grid_sample(frames, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
+    inside = ((src_y >= 0) & (src_y <= height - 1)) & ((src_x >= 0) & (src_x <= width - 1))
+    return moved, inside[:, None].to(frames.dtype)
+
+
+def shift_field(current: torch.Tensor, previous: torch.Tensor, tiles: int) -> torch.Tensor:
+    """A shift per pixel that moves ``previous`` onto ``current`` where one translation does not.
+
+    A ``tiles`` x ``tiles`` grid of tiles, each half the frame's height and width, spread evenly
+    from corner to corner (so neighbours overlap); one phase correlation per tile, and the tiles'
+    shifts interpolated bilinearly over the frame, the corner tiles' at the frame's corners. A car
+    or a person moving across a still scene, or a camera that turns or moves forward, leaves a
+    different shift in each part of the frame (model card (50)).
+
+    Args:
+        current, previous: (N, C, H, W) frames; tiles: >= 2.
+    Returns:
+        (N, 2, H, W) float32 (dy, dx) in pixels, for `warp`.
+    """
+    if tiles < 2:
+        raise ValueError(f'shift_field: tiles must be >= 2 (one translation: phase_shift), got {tiles}')
+    height, width = int(current.shape[-2]), int(current.shape[-1])  # constants in a graph: one per frame size
+    th, tw = max(16, height // 2), max(16, width // 2)
+    rows = []
+    for i in range(tiles):
+        y0 = round(i * (height - th) / (tiles - 1))
+        row = []
+        for j in range(tiles):
+            x0 = round(j * (width - tw) / (tiles - 1))
+            row.append(phase_shift(current[..., y0:y0 + th, x0:x0 + tw], previous[..., y0:y0 + th, x0:x0 + tw]))
+        rows.append(torch.stack(row, -1))                 # (N, 2, tiles)
+    grid = torch.stack(rows, -2).float()                  # (N, 2, tiles, tiles)
+    return F.interpolate(grid, size=(height, width), mode='bilinear', align_corners=True)
+
+
+def _aligned(current: torch.Tensor, previous: torch.Tensor, valid: torch.Tensor,
+             tiles: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``translate(previous) - current`` (float32) and where it holds data ((N, 1, H, W) 0/1);
+    with ``tiles`` >= 2 the previous frame is moved by `shift_field` instead of one shift."""
     # in float32 whatever the model's dtype: grid_sample has no fp16 kernel on the CPU
     cur = current.float()
-    moved, inside = translate(previous.float(), phase_shift(cur, previous))
+    if tiles:
+        moved, inside = warp(previous.float(), shift_field(cur, previous.float(), tiles))
+    else:
+        moved, inside = translate(previous.float(), phase_shift(cur, previous))
     keep = inside * valid.float()[:, None, None, None]
     return (moved - cur) * keep, keep
 
@@ -150,7 +202,8 @@ def aligned_difference(current: torch.Tensor, previous: torch.Tensor, valid: tor
     return _aligned(current, previous, valid)[0].to(current.dtype)
 
 
-def agreed_difference(current: torch.Tensor, previous: list[torch.Tensor], valid: list[torch.Tensor]) -> torch.Tensor:
+def agreed_difference(current: torch.Tensor, previous: list[torch.Tensor], valid: list[torch.Tensor],
+                      tiles: int = 0) -> torch.Tensor:
     """The aligned differences of several earlier frames, kept only where they agree.
 
     The difference to one earlier frame holds this frame's rain, that frame's rain (with the
@@ -164,15 +217,16 @@ def agreed_difference(current: torch.Tensor, previous: list[torch.Tensor], valid
         current: (N, 3, H, W) frames.
         previous: earlier frames, nearest first, each (N, 3, H, W).
         valid: for each earlier frame, (N,) bool: False where it does not exist.
+        tiles: 0: one translation per earlier frame; >= 2: a shift per pixel (`shift_field`).
     Returns:
         (N, 3, H, W) in ``current``'s dtype; ``aligned_difference`` for one earlier frame.
     """
     if len(previous) != len(valid) or not previous:
         raise ValueError(f'agreed_difference: {len(previous)} earlier frames and {len(valid)} validity flags; '
                          'expected the same number, at least one')
-    agreed, have = _aligned(current, previous[0], valid[0])
+    agreed, have = _aligned(current, previous[0], valid[0], tiles)
     for frame, ok in zip(previous[1:], valid[1:]):
-        diff, there = _aligned(current, frame, ok)
+        diff, there = _aligned(current, frame, ok, tiles)
         both, same = (have * there) > 0, agreed * diff > 0
         smaller = torch.where(diff.abs() < agreed.abs(), diff, agreed)
         agreed = torch.where(both, torch.where(same, smaller, torch.zeros_like(diff)), agreed + diff)

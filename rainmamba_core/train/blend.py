@@ -64,7 +64,8 @@ def blend_state_dicts(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tens
 # Config keys that change what a layer is shown but add no weights: two models that differ only in
 # them still blend (a fine-tune that switched one on from its base), and the blend takes the
 # fine-tune's value.
-WEIGHT_FREE_KEYS = ('detail_align_thin', 'novelty_clamp', 'novelty_clamp_fade', 'novelty_clamp_frames')
+WEIGHT_FREE_KEYS = ('detail_align_thin', 'detail_align_tiles', 'novelty_clamp', 'novelty_clamp_fade',
+                    'novelty_clamp_frames')
 
 
 def _training_summary(path: Path) -> dict:
