@@ -114,32 +114,26 @@ def translate(frames: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, 
         (N, C, H, W) moved frames, and (N, 1, H, W) a mask that is 1 where the moved frame has
         data and 0 where it came from outside the frame (there the moved frame holds zeros).
     """
-    n, _, height, width = frames.shape
-    ys = torch.arange(height, device=frames.device, dtype=frames.dtype)
-    xs = torch.arange(width, device=frames.device, dtype=frames.dtype)
-    src_y = ys[None, :, None] - shift[:, 0, None, None].to(frames.dtype)  # (N, H, 1)
-    src_x = xs[None, None, :] - shift[:, 1, None, None].to(frames.dtype)  # (N, 1, W)
-    # grid_sample's align_corners=True maps -1 and 1 to the centres of the first and last pixels
-    gy = (2 * src_y / max(height - 1, 1) - 1).expand(n, height, width)
-    gx = (2 * src_x / max(width - 1, 1) - 1).expand(n, height, width)
-    grid = torch.stack([gx, gy], -1)
-    moved = F.grid_sample(frames, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
-    inside = ((src_y >= 0) & (src_y <= height - 1)) & ((src_x >= 0) & (src_x <= width - 1))  # (N, H, W)
-    return moved, inside[:, None].to(frames.dtype)
+    return warp(frames, shift[:, :, None, None])
 
 
 def warp(frames: torch.Tensor, field: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Move frames by a shift per pixel (bilinear): ``out(y, x) = frames(y - dy(y, x), x - dx(y, x))``.
 
     Args:
-        frames: (N, C, H, W); field: (N, 2, H, W) (dy, dx) in pixels, as from `shift_field`.
+        frames: (N, C, H, W); field: (N, 2, H, W) (dy, dx) in pixels, as from `shift_field`, or
+            (N, 2, 1, 1) for one shift per frame (`translate`: the coordinates stay one row and one
+            column until the sampling grid).
     Returns:
-        (N, C, H, W) moved frames, and (N, 1, H, W) where they have data (0/1), as `translate`.
+        (N, C, H, W) moved frames, and (N, 1, H, W) where they have data (0/1).
     """
     n, _, height, width = frames.shape
     src_y = torch.arange(height, device=frames.device, dtype=frames.dtype)[None, :, None] - field[:, 0].to(frames.dtype)
     src_x = torch.arange(width, device=frames.device, dtype=frames.dtype)[None, None, :] - field[:, 1].to(frames.dtype)
-    grid = torch.stack([2 * src_x / max(width - 1, 1) - 1, 2 * src_y / max(height - 1, 1) - 1], -1)
+    # grid_sample's align_corners=True maps -1 and 1 to the centres of the first and last pixels
+    gy = (2 * src_y / max(height - 1, 1) - 1).expand(n, height, width)
+    gx = (2 * src_x / max(width - 1, 1) - 1).expand(n, height, width)
+    grid = torch.stack([gx, gy], -1)
     moved = F.grid_sample(frames, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
     inside = ((src_y >= 0) & (src_y <= height - 1)) & ((src_x >= 0) & (src_x <= width - 1))
     return moved, inside[:, None].to(frames.dtype)
