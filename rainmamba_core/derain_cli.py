@@ -144,13 +144,14 @@ def run(args: argparse.Namespace) -> int:
             import torch
 
             from rainmamba_core.devices import resolve_device
+            from rainmamba_core.models.config import RUN_TIME_KEYS, with_run_time
             from rainmamba_core.models.rainmamba import RainMamba
             from rainmamba_core.streaming.offline import derain_video
             model = RainMamba.from_checkpoint(model_path) if model_path else None
-            clamp = derainer_kwargs(options).get('novelty_clamp')
-            if model is not None and clamp is not None:
-                from rainmamba_core.models.config import with_novelty_clamp
-                model.config = with_novelty_clamp(model.config, clamp)
+            kw = derainer_kwargs(options)
+            run_time = {key: kw[key] for key in RUN_TIME_KEYS if kw.get(key) is not None}
+            if model is not None and run_time:
+                model.config = with_run_time(model.config, run_time)
             if model is not None and (mode == 'tiled' or not model.config.causal):
                 # The authors' windows and tiles see the whole clip: it is loaded at once.
                 names, loaded = zip(*frames)

@@ -162,6 +162,9 @@ class DerainNode(Node):
         clamp = getattr(derainer, 'novelty_clamp', None)
         if clamp is not None:
             said += f', novelty clamp {clamp:g}' if clamp else ', novelty clamp off'
+        tiles = getattr(derainer, 'detail_align_tiles', None)
+        if tiles:
+            said += f', earlier frames aligned by {tiles}x{tiles} tiles'
         return said
 
     def _say_size_bound(self) -> None:

@@ -47,13 +47,18 @@ def test_the_old_flags_still_parse() -> None:
     kw = replay_cli._derainer_kwargs(args)
     assert kw == {'model_path': 'm.pt', 'mode': 'windowed', 'window': None, 'backend': 'torch',
                   'device': 'cpu', 'precision': 'fp32', 'max_size': 320, 'max_pixels': 0,
-                  'flip_ensemble': False, 'novelty_clamp': None, 'gap_reset_s': 2.0}
+                  'flip_ensemble': False, 'novelty_clamp': None, 'detail_align_tiles': None, 'gap_reset_s': 2.0}
     # A switch: the flag alone turns it on, and it reaches the Derainer as a bool.
     args = parser.parse_args(['in', 'out', '--flip-ensemble'])
     assert replay_cli._derainer_kwargs(args)['flip_ensemble'] is True
     # The novelty clamp: -1 (the default) is the model file's own (None to the Derainer), 0 is off.
     args = parser.parse_args(['in', 'out', '--novelty-clamp', '0'])
     assert replay_cli._derainer_kwargs(args)['novelty_clamp'] == 0.0
+    # The tiles alike: -1 (the default) is the model file's own, 0 one shift for the frame.
+    args = parser.parse_args(['in', 'out', '--detail-align-tiles', '0'])
+    assert replay_cli._derainer_kwargs(args)['detail_align_tiles'] == 0
+    args = parser.parse_args(['in', 'out', '--detail-align-tiles', '3'])
+    assert replay_cli._derainer_kwargs(args)['detail_align_tiles'] == 3
 
 
 @pytest.mark.parametrize('argv, said', [
@@ -62,6 +67,7 @@ def test_the_old_flags_still_parse() -> None:
     (['--model', 'weights.bin'], "model_path='weights.bin' should be a .pt/.pth checkpoint"),
     (['--max-pixels', 'many'], "expected int, got 'many'"),
     (['--novelty-clamp', '-0.5'], 'novelty_clamp=-0.5 is between -1 and 0'),
+    (['--detail-align-tiles', '1'], 'detail_align_tiles=1 is one tile'),
 ])
 def test_flags_are_checked_by_the_table(argv, said, capsys) -> None:
     parser = argparse.ArgumentParser()

@@ -631,6 +631,7 @@ def test_stamp_going_backwards_resets_the_stream(shared_node: tuple[NodeProcess,
     ('model_path', 'weights.bin', 'should be a .pt/.pth checkpoint or an .onnx file'),
     ('model_path', '/nonexistent/model.pt', 'the previous model keeps running'),
     ('novelty_clamp', -0.5, 'between -1 and 0'),
+    ('detail_align_tiles', 1, 'detail_align_tiles=1 is one tile'),
 ])
 def test_invalid_parameters_are_refused_with_reason(shared_node: tuple[NodeProcess, Client],
                                                     name: str, value: Any, reason: str) -> None:
@@ -700,6 +701,27 @@ def test_novelty_clamp_switched_off_and_back_at_run_time(shared_node: tuple[Node
     def last_reload() -> str:
         return [line for line in node.text().splitlines() if 'model reloaded' in line][-1]
     assert client.spin_until(lambda: last_reload().count('novelty clamp') == 1 and said in last_reload(), 10.0), \
+        last_reload()
+
+
+def test_detail_align_tiles_switched_on_and_back_at_run_time(shared_node: tuple[NodeProcess, Client]) -> None:
+    node, client = shared_node
+    before = client.diag('/image')
+    res = client.set_param('detail_align_tiles', 3)  # rebuilds the Derainer with 3x3 tiles
+    assert res.successful, res.reason
+    try:
+        for seed in (83, 84):  # a second frame: the head aligns the first onto it by tiles
+            sent = client.publish(rainy(seed), 'rgb8')
+            out = client.wait_frame('', sent.header.stamp)
+            assert (out.height, out.width) == (H, W)
+        assert int(client.diag('/image')['resets.node.reload']) == int(before['resets.node.reload']) + 1
+        assert 'earlier frames aligned by 3x3 tiles' in node.text()
+    finally:
+        assert client.set_param('detail_align_tiles', -1).successful  # the model file's own again (0)
+
+    def last_reload() -> str:
+        return [line for line in node.text().splitlines() if 'model reloaded' in line][-1]
+    assert client.spin_until(lambda: 'novelty clamp' in last_reload() and 'tiles' not in last_reload(), 10.0), \
         last_reload()
 
 

@@ -264,17 +264,20 @@ class CachedExportBackend:
 
     def __init__(self, model_path: str | os.PathLike | None, device: str = 'auto', precision: str = 'fp32',
                  providers: list[str] | None = None, cache_dir: str | os.PathLike | None = None, threads: int = 0,
-                 novelty_clamp: float | None = None):
+                 run_time: dict[str, Any] | None = None):
         from rainmamba_core.export import onnx_export
-        from rainmamba_core.models.config import with_novelty_clamp
+        from rainmamba_core.models.config import with_run_time
         self._export = onnx_export
         self.model, self.model_hash, self.source = onnx_export.load_model(model_path)
-        if novelty_clamp is not None and float(novelty_clamp) != self.model.config.novelty_clamp:
+        config = with_run_time(self.model.config, run_time or {})
+        changed = {key: getattr(config, key) for key in run_time or {}
+                   if getattr(config, key) != getattr(self.model.config, key)}
+        if changed:
             # Another graph than the file's: its cache entries get their own key.
-            self.model.config = with_novelty_clamp(self.model.config, novelty_clamp)
-            tagged = f'{self.model_hash};novelty_clamp={float(novelty_clamp)!r}'
+            self.model.config = config
+            tagged = self.model_hash + ''.join(f';{key}={value!r}' for key, value in changed.items())
             self.model_hash = 'sha256:' + hashlib.sha256(tagged.encode()).hexdigest()
-            self.source += f' with novelty_clamp={float(novelty_clamp):g}'
+            self.source += ' with ' + ', '.join(f'{key}={value:g}' for key, value in changed.items())
         self.device_arg, self.precision, self.providers_arg, self.threads = device, precision, providers, threads
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.streaming = bool(self.model.config.causal)
@@ -334,7 +337,7 @@ class CachedExportBackend:
 
 def make_onnx_backend(path: str | os.PathLike | None, device: str = 'auto', precision: str = 'fp32',
                       providers: list[str] | None = None, cache_dir: str | os.PathLike | None = None,
-                      threads: int = 0, novelty_clamp: float | None = None) -> OnnxBackend | CachedExportBackend:
+                      threads: int = 0, run_time: dict[str, Any] | None = None) -> OnnxBackend | CachedExportBackend:
     """The onnxruntime backend for a model file (what `Derainer(backend='onnxruntime')` calls).
 
     Args:
@@ -345,17 +348,20 @@ def make_onnx_backend(path: str | os.PathLike | None, device: str = 'auto', prec
         providers: provider preference order (default $RAINMAMBA_ORT_PROVIDERS or TensorRT, CUDA, CPU).
         cache_dir: where per-size exports go (default $RAINMAMBA_CACHE or ~/.cache/rainmamba_ros/onnx).
         threads: CPU intra-op threads (0: onnxruntime's default).
-        novelty_clamp: None keeps the model's own; a checkpoint is exported with the value given,
-            an .onnx file (clamp fixed at export) is refused unless the value is its own.
+        run_time: run-time settings (`models.config.RUN_TIME_KEYS`: novelty_clamp, detail_align_tiles)
+            replacing the model's own; a checkpoint is exported with the values given, an .onnx file
+            (both fixed at export) is refused unless each value is its own.
     """
     if path is not None and Path(path).suffix == '.onnx':
+        from rainmamba_core.models.config import LATE_KEYS  # no torch: the config module is plain Python
         backend = OnnxBackend(path, device, precision, providers, threads)
-        own = float(backend.meta['config'].get('novelty_clamp', 0.0))
-        if novelty_clamp is not None and float(novelty_clamp) != own:
-            raise OnnxBackendError(
-                f'{Path(path).name} has its novelty clamp fixed at export ({own:g}), novelty_clamp={novelty_clamp:g} '
-                'was asked: export a model file with it (rainmamba blend MODEL.pt MODEL.pt --alpha 0 --set '
-                f'novelty_clamp={novelty_clamp:g} --out clamped.pt; rainmamba export clamped.pt ...), give the .pt '
-                'checkpoint (exported per frame size into the cache), or set novelty_clamp -1')
+        for key, value in (run_time or {}).items():
+            own = backend.meta['config'].get(key, LATE_KEYS[key])
+            if float(value) != float(own):
+                raise OnnxBackendError(
+                    f'{Path(path).name} has {key} fixed at export ({own:g}), {key}={value:g} was asked: export '
+                    f'a model file with it (rainmamba blend MODEL.pt MODEL.pt --alpha 0 --set {key}={value:g} '
+                    '--out set.pt; rainmamba export set.pt ...), give the .pt checkpoint (exported per frame '
+                    f'size into the cache), or set {key} -1 (the file\'s own)')
         return backend
-    return CachedExportBackend(path, device, precision, providers, cache_dir, threads, novelty_clamp)
+    return CachedExportBackend(path, device, precision, providers, cache_dir, threads, run_time)

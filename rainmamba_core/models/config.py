@@ -134,18 +134,31 @@ class RainMambaConfig:
         return cls(**data)
 
 
-def with_novelty_clamp(config: RainMambaConfig, value: float) -> RainMambaConfig:
-    """`config` with its novelty clamp (model card (49); an inference guard, no weights) set to
-    `value` grey levels of mean change (0: off), checked like any config.
+# Inference settings a front end may replace in a model file's config at load time (no weights, no
+# training): the Derainer's options of the same names, the node's [reload] parameters.
+RUN_TIME_KEYS: dict[str, type] = {'novelty_clamp': float, 'detail_align_tiles': int}
 
-    The clamp compares each frame with earlier frames the aligned detail head carries, so the
-    streamed state of a model changes layout with it: set it before the first step.
+
+def with_run_time(config: RainMambaConfig, settings: dict[str, Any]) -> RainMambaConfig:
+    """`config` with the run-time settings (:data:`RUN_TIME_KEYS`) in `settings` replaced, checked
+    like any config.
+
+    - ``novelty_clamp``: grey levels of mean change (0: off; model card (49)), an inference guard;
+    - ``detail_align_tiles``: how the aligned detail head moves earlier frames onto a frame, one
+      shift for the frame (0) or one per tile of N x N (2-4; model card (50)).
+
+    Both change what the aligned detail head carries or computes when streaming: set them before
+    the first step.
 
     Raises:
-        ConfigError: `value` is negative, or the model has no aligned detail head to clamp with.
+        ConfigError: a key that is not a run-time setting, a value out of range, or a model that
+            cannot take it (no aligned detail head).
     """
+    unknown = sorted(set(settings) - set(RUN_TIME_KEYS))
+    if unknown:
+        raise ConfigError(f'{unknown} are not run-time settings; the run-time settings are {sorted(RUN_TIME_KEYS)}')
+    said = ', '.join(f'{key}={value}' for key, value in settings.items())
     try:
-        return dataclasses.replace(config, novelty_clamp=float(value))
+        return dataclasses.replace(config, **{key: RUN_TIME_KEYS[key](value) for key, value in settings.items()})
     except ConfigError as exc:
-        raise ConfigError(f'novelty_clamp={value} cannot be set on this model: {exc}') from None
-
+        raise ConfigError(f'{said} cannot be set on this model: {exc}') from None

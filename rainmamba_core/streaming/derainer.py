@@ -94,10 +94,11 @@ def mean_with_mirror(direct: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
 
 
 def load_backend(model_path: str | Path | None, backend: str, device: str, precision: str,
-                 novelty_clamp: float | None = None):
+                 run_time: dict[str, Any] | None = None):
     """Build the inference backend for a model file (None/'' -> the bundled default).
 
-    novelty_clamp: None keeps the model file's own; a value >= 0 replaces it (0: off).
+    run_time: settings of `models.config.RUN_TIME_KEYS` (novelty_clamp, detail_align_tiles) that
+    replace the model file's own; a key left out keeps the file's.
     """
     path = Path(model_path) if model_path else None
     if backend not in ('torch', 'onnxruntime'):
@@ -109,13 +110,13 @@ def load_backend(model_path: str | Path | None, backend: str, device: str, preci
                 from rainmamba_core.backends.onnx_backend import make_onnx_backend
             except ImportError as exc:
                 raise DerainerError(f'the onnxruntime backend is unavailable: {exc}') from exc
-            return make_onnx_backend(path, device=device, precision=precision, novelty_clamp=novelty_clamp)
+            return make_onnx_backend(path, device=device, precision=precision, run_time=run_time)
         from rainmamba_core.backends.torch_backend import TorchBackend
-        from rainmamba_core.models.config import with_novelty_clamp
+        from rainmamba_core.models.config import with_run_time
         from rainmamba_core.models.rainmamba import RainMamba, load_default_model
         model = load_default_model() if path is None else RainMamba.from_checkpoint(path)
-        if novelty_clamp is not None:
-            model.config = with_novelty_clamp(model.config, novelty_clamp)
+        if run_time:
+            model.config = with_run_time(model.config, run_time)
         return TorchBackend(model, device=device, precision=precision)
     except ConfigError as exc:
         raise DerainerError(f'{path or "the bundled default model"}: {exc}') from exc
@@ -150,6 +151,9 @@ class Derainer:
         novelty_clamp: the model's novelty clamp in grey levels of mean change (0: off; model card
             (49)); None keeps the model file's own. Needs a model with an aligned detail head; an
             .onnx file has it fixed at export, so only its own value is accepted there.
+        detail_align_tiles: how the aligned detail head moves earlier frames onto each frame: 0 one
+            shift for the frame, 2-4 one per tile of N x N (model card (50)); None keeps the model
+            file's own. Like novelty_clamp: an aligned head needed, fixed in an .onnx file.
         clock: monotonic seconds for the idle and log bounds (tests pass a fake one).
     """
 
@@ -157,7 +161,8 @@ class Derainer:
                  backend: str | Backend = 'torch', precision: str = 'fp32', window: int | None = None,
                  max_size: int = 0, gap_reset_s: float = 1.0, max_pixels: int = 0, max_streams: int = 64,
                  stream_idle_s: float = 300.0, log_every_s: float = 10.0, flip_ensemble: bool = False,
-                 novelty_clamp: float | None = None, clock: Callable[[], float] = time.monotonic):
+                 novelty_clamp: float | None = None, detail_align_tiles: int | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         if mode not in MODES:
             raise DerainerError(f"mode '{mode}' is not one of {', '.join(MODES)}")
         if max_size < 0 or gap_reset_s <= 0:
@@ -165,10 +170,12 @@ class Derainer:
         if max_pixels < -1 or max_streams < 1 or stream_idle_s <= 0:
             raise DerainerError(f'max_pixels must be >= -1 (-1 = auto, 0 = no limit), max_streams >= 1 and '
                                 f'stream_idle_s > 0 (got {max_pixels}, {max_streams}, {stream_idle_s})')
+        run_time = {key: value for key, value in (('novelty_clamp', novelty_clamp),
+                                                  ('detail_align_tiles', detail_align_tiles)) if value is not None}
         if isinstance(backend, str):
-            self._backend = load_backend(model_path, backend, device, precision, novelty_clamp)
-        elif novelty_clamp is not None:
-            raise DerainerError('novelty_clamp is set when the Derainer loads the model: a ready backend '
+            self._backend = load_backend(model_path, backend, device, precision, run_time)
+        elif run_time:
+            raise DerainerError(f'{", ".join(run_time)} is set when the Derainer loads the model: a ready backend '
                                 'object brings its model as it is (set it on that model\'s config)')
         else:
             self._backend = backend
@@ -208,14 +215,25 @@ class Derainer:
     def device(self) -> str:
         return self._backend.device
 
+    def _config_value(self, key: str, default: Any) -> Any:
+        """A value of the model's config (an .onnx file's from its metadata); None when the backend does not say."""
+        model = getattr(self._backend, 'model', None)
+        if model is not None and hasattr(model, 'config'):
+            return getattr(model.config, key)
+        meta = getattr(self._backend, 'meta', None)
+        return meta['config'].get(key, default) if isinstance(meta, dict) else None
+
     @property
     def novelty_clamp(self) -> float | None:
         """The model's novelty clamp in grey levels of mean change (0: off); None when the backend does not say."""
-        model = getattr(self._backend, 'model', None)
-        if model is not None and hasattr(model, 'config'):
-            return float(model.config.novelty_clamp)
-        meta = getattr(self._backend, 'meta', None)
-        return float(meta['config'].get('novelty_clamp', 0.0)) if isinstance(meta, dict) else None
+        value = self._config_value('novelty_clamp', 0.0)
+        return None if value is None else float(value)
+
+    @property
+    def detail_align_tiles(self) -> int | None:
+        """Tiles a side the aligned head moves earlier frames by (0: one shift); None when the backend does not say."""
+        value = self._config_value('detail_align_tiles', 0)
+        return None if value is None else int(value)
 
     @property
     def _on_cuda(self) -> bool:
