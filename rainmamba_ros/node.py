@@ -40,6 +40,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool, Trigger
 
 from rainmamba_core.errors import RainMambaError
+from rainmamba_core.streaming.derainer import settings_said
 from rainmamba_core.streaming.timeline import StampTimeline
 from rainmamba_ros.cameras import Camera, Received, camera_info_for, camera_report, derain_batch
 from rainmamba_ros.conversions import (
@@ -151,21 +152,8 @@ class DerainNode(Node):
         self.get_logger().info(
             f'deraining {cams} ({self._cfg["input_transport"]} in) with '
             f'{self._derainer.backend_name} on {self._derainer.device}, mode '
-            f'{self._cfg["mode"]}{self._flip_said(self._derainer)}; image conversions via {conversion_backend()}')
+            f'{self._cfg["mode"]}{settings_said(self._derainer)}; image conversions via {conversion_backend()}')
         self._say_size_bound()
-
-    @staticmethod
-    def _flip_said(derainer: Any) -> str:
-        said = ''
-        if getattr(derainer, 'flip_ensemble', False):
-            said = ' with the flip ensemble (each frame also derained mirrored: twice the compute)'
-        clamp = getattr(derainer, 'novelty_clamp', None)
-        if clamp is not None:
-            said += f', novelty clamp {clamp:g}' if clamp else ', novelty clamp off'
-        tiles = getattr(derainer, 'detail_align_tiles', None)
-        if tiles:
-            said += f', earlier frames aligned by {tiles}x{tiles} tiles'
-        return said
 
     def _say_size_bound(self) -> None:
         bound = getattr(self._derainer, 'size_bound', None)
@@ -288,7 +276,7 @@ class DerainNode(Node):
             self._resets_base[reason] = self._resets_base.get(reason, 0) + n
         self._node_resets['reload'] += 1
         self.get_logger().info(f'model reloaded: {new.backend_name} on {new.device}'
-                               f'{self._flip_said(new)}; stream states restart')
+                               f'{settings_said(new)}; stream states restart')
         self._say_size_bound()
 
     # ------------------------------------------------------------------ services / events

@@ -93,6 +93,22 @@ def mean_with_mirror(direct: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
     return np.round(total * 0.5).astype(np.uint8)
 
 
+def settings_said(derainer: Any) -> str:
+    """The settings of a Derainer worth a log line, as the node's start-up and reload lines end:
+    the flip ensemble, the novelty clamp and the head's tiles (what a Derainer does not say is left
+    out, so stand-ins without these attributes say nothing)."""
+    said = ''
+    if getattr(derainer, 'flip_ensemble', False):
+        said = ' with the flip ensemble (each frame also derained mirrored: twice the compute)'
+    clamp = getattr(derainer, 'novelty_clamp', None)
+    if clamp is not None:
+        said += f', novelty clamp {clamp:g}' if clamp else ', novelty clamp off'
+    tiles = getattr(derainer, 'detail_align_tiles', None)
+    if tiles:
+        said += f', earlier frames aligned by {tiles}x{tiles} tiles'
+    return said
+
+
 def load_backend(model_path: str | Path | None, backend: str, device: str, precision: str,
                  run_time: dict[str, Any] | None = None):
     """Build the inference backend for a model file (None/'' -> the bundled default).
