@@ -17,6 +17,7 @@ from typing import Any
 
 from rainmamba_core.devices import DEVICE_PATTERN
 from rainmamba_core.errors import RainMambaError
+from rainmamba_core.models.config import RUN_TIME_KEYS
 
 _SAME = object()
 
@@ -165,7 +166,7 @@ def derainer_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     kw = {o.name: values[o.name] for o in DERAINER_OPTIONS if o.name in values}
     if 'model_path' in kw:
         kw['model_path'] = kw['model_path'] or None
-    for name in ('novelty_clamp', 'detail_align_tiles'):
+    for name in RUN_TIME_KEYS:
         if kw.get(name) is not None and kw[name] < 0:
             kw[name] = None  # -1: the model file's own
     return kw

@@ -166,7 +166,7 @@ def test_detail_align_tiles_refusals_say_what_is_allowed(tmp_path: Path) -> None
         Derainer(no_head, device='cpu', detail_align_tiles=3)
     with pytest.raises(ConfigError, match=r"\['window'\] are not run-time settings"):
         with_run_time(RainMambaConfig.tiny(**ALIGNED), {'window': 3})
-    with pytest.raises(DerainerError, match='novelty_clamp, detail_align_tiles is set when the Derainer loads'):
+    with pytest.raises(DerainerError, match='novelty_clamp and detail_align_tiles are set when the Derainer loads'):
         from rainmamba_core.backends.torch_backend import TorchBackend
         Derainer(backend=TorchBackend(RainMamba.from_checkpoint(no_head), device='cpu'), novelty_clamp=0.0,
                  detail_align_tiles=0)

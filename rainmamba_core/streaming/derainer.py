@@ -186,12 +186,13 @@ class Derainer:
         if max_pixels < -1 or max_streams < 1 or stream_idle_s <= 0:
             raise DerainerError(f'max_pixels must be >= -1 (-1 = auto, 0 = no limit), max_streams >= 1 and '
                                 f'stream_idle_s > 0 (got {max_pixels}, {max_streams}, {stream_idle_s})')
-        run_time = {key: value for key, value in (('novelty_clamp', novelty_clamp),
-                                                  ('detail_align_tiles', detail_align_tiles)) if value is not None}
+        given = {'novelty_clamp': novelty_clamp, 'detail_align_tiles': detail_align_tiles}  # RUN_TIME_KEYS
+        run_time = {key: value for key, value in given.items() if value is not None}
         if isinstance(backend, str):
             self._backend = load_backend(model_path, backend, device, precision, run_time)
         elif run_time:
-            raise DerainerError(f'{", ".join(run_time)} is set when the Derainer loads the model: a ready backend '
+            raise DerainerError(f'{" and ".join(run_time)} {"are" if len(run_time) > 1 else "is"} set when the '
+                                'Derainer loads the model: a ready backend '
                                 'object brings its model as it is (set it on that model\'s config)')
         else:
             self._backend = backend
