@@ -136,7 +136,7 @@ class RainMambaConfig:
 
 # Inference settings a front end may replace in a model file's config at load time (no weights, no
 # training): the Derainer's options of the same names, the node's [reload] parameters.
-RUN_TIME_KEYS: dict[str, type] = {'novelty_clamp': float, 'detail_align_tiles': int}
+RUN_TIME_KEYS: tuple[str, ...] = ('novelty_clamp', 'detail_align_tiles')  # each of its LATE_KEYS default's type
 
 
 def with_run_time(config: RainMambaConfig, settings: dict[str, Any]) -> RainMambaConfig:
@@ -159,6 +159,6 @@ def with_run_time(config: RainMambaConfig, settings: dict[str, Any]) -> RainMamb
         raise ConfigError(f'{unknown} are not run-time settings; the run-time settings are {sorted(RUN_TIME_KEYS)}')
     said = ', '.join(f'{key}={value}' for key, value in settings.items())
     try:
-        return dataclasses.replace(config, **{key: RUN_TIME_KEYS[key](value) for key, value in settings.items()})
+        return dataclasses.replace(config, **{key: type(LATE_KEYS[key])(value) for key, value in settings.items()})
     except ConfigError as exc:
         raise ConfigError(f'{said} cannot be set on this model: {exc}') from None

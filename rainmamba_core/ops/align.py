@@ -176,7 +176,8 @@ def _aligned(current: torch.Tensor, previous: torch.Tensor, valid: torch.Tensor,
     # in float32 whatever the model's dtype: grid_sample has no fp16 kernel on the CPU
     cur = current.float()
     if tiles:
-        moved, inside = warp(previous.float(), shift_field(cur, previous.float(), tiles))
+        prev = previous.float()
+        moved, inside = warp(prev, shift_field(cur, prev, tiles))
     else:
         moved, inside = translate(previous.float(), phase_shift(cur, previous))
     keep = inside * valid.float()[:, None, None, None]

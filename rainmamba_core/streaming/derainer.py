@@ -232,25 +232,27 @@ class Derainer:
     def device(self) -> str:
         return self._backend.device
 
-    def _config_value(self, key: str, default: Any) -> Any:
-        """A value of the model's config (an .onnx file's from its metadata); None when the backend does not say."""
+    def _config_value(self, key: str) -> Any:
+        """A late key of the model's config (an .onnx file's from its metadata, the key's default
+        where it is left out), of its default's type; None when the backend does not say."""
+        from rainmamba_core.models.config import LATE_KEYS
         model = getattr(self._backend, 'model', None)
         if model is not None and hasattr(model, 'config'):
-            return getattr(model.config, key)
-        meta = getattr(self._backend, 'meta', None)
-        return meta['config'].get(key, default) if isinstance(meta, dict) else None
+            value = getattr(model.config, key)
+        else:
+            meta = getattr(self._backend, 'meta', None)
+            value = meta['config'].get(key, LATE_KEYS[key]) if isinstance(meta, dict) else None
+        return None if value is None else type(LATE_KEYS[key])(value)
 
     @property
     def novelty_clamp(self) -> float | None:
         """The model's novelty clamp in grey levels of mean change (0: off); None when the backend does not say."""
-        value = self._config_value('novelty_clamp', 0.0)
-        return None if value is None else float(value)
+        return self._config_value('novelty_clamp')
 
     @property
     def detail_align_tiles(self) -> int | None:
         """Tiles a side the aligned head moves earlier frames by (0: one shift); None when the backend does not say."""
-        value = self._config_value('detail_align_tiles', 0)
-        return None if value is None else int(value)
+        return self._config_value('detail_align_tiles')
 
     @property
     def _on_cuda(self) -> bool:
